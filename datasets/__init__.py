@@ -1,0 +1,1 @@
+"""Images in, tensors out: image folders, transforms (liftings), measurement operators."""

@@ -1,0 +1,169 @@
+"""Image folders -> RGB float tensors in [0, 1].
+
+Grayscale, palette, RGBA and 16-bit images are converted to RGB; alpha is
+dropped. Unreadable files are skipped with a warning and counted.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from runners.errors import HGMError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+log = logging.getLogger("hgm")
+
+
+def list_images(folder, recursive=True):
+    """Sorted image paths under `folder`; an error if there is none."""
+    if folder is None:
+        raise HGMError("no image folder given (set data.path / test.data_path)")
+    if not os.path.isdir(folder):
+        raise HGMError(f"image folder {folder!r} does not exist")
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not recursive:
+            break
+    if not paths:
+        raise HGMError(f"image folder {folder!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def read_array(path):
+    """An image file as H×W×3 float32 in [0, 1] (16-bit files keep their precision)."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            arr = np.clip(arr / 65535.0, 0, 1)
+        elif img.mode == "F":
+            arr = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+        else:
+            arr = None
+        if arr is not None:
+            return np.repeat(arr[..., None], 3, axis=2).astype(np.float32)
+        if img.mode != "RGB":
+            img = img.convert("RGBA" if img.mode == "P" and "transparency" in img.info else img.mode)
+            img = img.convert("RGB")
+        return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def read_image(path):
+    """An image file as a 3×H×W float tensor in [0, 1]."""
+    return torch.from_numpy(read_array(path)).permute(2, 0, 1).contiguous()
+
+
+def read_images(paths, min_size=None, what="image"):
+    """Decode `paths`, skipping (and counting) unreadable ones and, with `min_size`,
+    those smaller than min_size×min_size. Returns [(path, tensor)]."""
+    good, bad, small = [], [], []
+    for p in paths:
+        try:
+            x = read_image(p)
+        except Exception as e:  # PIL raises many kinds for corrupt files
+            log.warning("skipping unreadable %s %s: %s", what, p, e)
+            bad.append(p)
+            continue
+        if min_size and min(x.shape[-2:]) < min_size:
+            small.append((p, tuple(x.shape[-2:])))
+            continue
+        good.append((p, x))
+    if bad:
+        log.warning("%d of %d files could not be read and were skipped", len(bad), len(paths))
+    if small:
+        log.warning("%d of %d images are smaller than the %d×%d crop and were skipped (e.g. %s is %d×%d)",
+                    len(small), len(paths), min_size, min_size, small[0][0], *small[0][1])
+    if not good:
+        if small:
+            raise HGMError(f"no usable image: all readable images are smaller than the crop size {min_size} "
+                           f"(largest side pairs e.g. {small[0][1]}); lower data.image_size")
+        raise HGMError(f"no usable image among {len(paths)} files ({len(bad)} unreadable)")
+    return good
+
+
+def save_image(x, path):
+    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest."""
+    arr = (x.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8)
+    arr = arr.permute(1, 2, 0).numpy()
+    if arr.shape[2] == 1:
+        arr = arr[..., 0]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """Random size×size crops with optional 8-fold flip/rotation augmentation.
+    An epoch visits every image once (more often if the batch is larger)."""
+
+    def __init__(self, images, size, augment=True, min_len=1):
+        self.images, self.size, self.augment = images, size, augment
+        self.length = max(len(images), min_len)  # a batch larger than the folder still fills
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        x = self.images[i % len(self.images)]
+        h, w = x.shape[-2:]
+        top = int(torch.randint(0, h - self.size + 1, ()))
+        left = int(torch.randint(0, w - self.size + 1, ()))
+        x = x[:, top:top + self.size, left:left + self.size]
+        if self.augment:
+            k = int(torch.randint(0, 8, ()))
+            if k >= 4:
+                x = x.flip(-1)
+            x = torch.rot90(x, k % 4, dims=(-2, -1))
+        return as_float(x).contiguous()
+
+
+class LazyImages:
+    """List-like access that decodes each image on demand (for folders too big to preload)."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return read_image(self.paths[i])
+
+
+def training_images(folder, crop, val_images=0, preload=True, seed=0):
+    """Split a folder into (train, val) lists of image tensors (or lazy lists).
+
+    The held-out images are chosen by a seeded permutation, so the same
+    folder and seed always hold out the same images."""
+    paths = list_images(folder)
+    if preload:
+        items = read_images(paths, min_size=crop)
+        images = [x for _, x in items]
+        # uint8 storage saves 4× memory for 8-bit images; 16-bit stay float
+        images = [to_storage(x) for x in images]
+    else:
+        images = LazyImages(paths)
+    n = len(images)
+    if val_images >= n:
+        raise HGMError(f"data.val_images={val_images} leaves no training image (found {n} usable)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx, train_idx = perm[:val_images], perm[val_images:]
+    pick = (lambda idx: [images[i] for i in sorted(idx)]) if preload else \
+        (lambda idx: LazyImages([paths[i] for i in sorted(idx)]))
+    return pick(train_idx), pick(val_idx), n
+
+
+def as_float(x):
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def to_storage(x):
+    q = (x * 255).round()
+    if torch.equal(q / 255, x):
+        return q.to(torch.uint8)
+    return x
+
+

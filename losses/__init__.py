@@ -1,0 +1,3 @@
+from losses.dsm import anneal_dsm_loss
+
+__all__ = ["anneal_dsm_loss"]

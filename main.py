@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""hgm: score-based colour image restoration with high-dimensional assistance.
+
+    python main.py --runner train_6ch_rgbrgb --config train_6ch.yml --doc rgbrgb
+    python main.py --runner Test_6ch_demoscaicking_copy --config demosaic_6ch.yml --doc rgbrgb --test -o out
+
+Exit codes: 0 success, 1 error (one line on stderr; the traceback with
+--verbose debug), 2 bad command line, 130 interrupted.
+"""
+import argparse
+import logging
+import os
+import random
+import sys
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+def parse_args(argv=None):
+    from runners.registry import RUNNERS
+    p = argparse.ArgumentParser(
+        description="HGM: train score priors on lifted colour images and restore images "
+                    "(demosaicking, inpainting) by annealed Langevin dynamics with data consistency.",
+        epilog="runners: " + ", ".join(RUNNERS))
+    p.add_argument("--runner", required=True, help="what to run (case-insensitive); see the list below")
+    p.add_argument("--config", required=True,
+                   help="YAML config: a path, or a file name under configs/ (e.g. tiny.yml)")
+    p.add_argument("--doc", required=True, help="run name: files go to <run>/logs/<doc> and <run>/tensorboard/<doc>")
+    p.add_argument("--run", default="run", help="folder that holds all runs (default: run)")
+    p.add_argument("--test", action="store_true",
+                   help="restore (test) mode; accepted for the paper's Test_* runners, which imply it")
+    p.add_argument("-o", "-i", "--image_folder", default=None,
+                   help="output folder of a restoration (default: <run>/restore/<doc>)")
+    p.add_argument("--resume_training", action="store_true", help="continue training from <run>/logs/<doc>/checkpoint.pth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new training run over an existing --doc (the old one is renamed, not deleted)")
+    p.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
+    p.add_argument("--verbose", default="info", choices=sorted(LEVELS),
+                   help="log level; 'debug' also prints tracebacks (default: info)")
+    p.add_argument("--comment", default="", help="free text stored in the log")
+    p.add_argument("--model", default="ncsn", choices=["ncsn"], help="accepted for compatibility; only ncsn exists")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set training.n_iters=20 data.path=imgs (YAML-typed)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N (default: auto)")
+    return p.parse_args(argv)
+
+
+def setup_logging(level):
+    log = logging.getLogger("hgm")
+    log.setLevel(level)
+    log.propagate = False
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log.addHandler(h)
+    return log
+
+
+def pick_device(name):
+    import torch
+    from runners.errors import HGMError
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise HGMError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HGMError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def seed_everything(seed):
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def run(args, log):
+    from runners import distributed
+    from runners.config import load_config, parse_set
+    from runners.errors import HGMError
+    from runners.registry import resolve_runner
+
+    name, kind, fixed = resolve_runner(args.runner)
+    if kind == "train" and args.test:
+        raise HGMError(f"runner {name} trains; for restoration use a Test_* runner or 'restore'")
+    cfg = load_config(args.config, parse_set(args.overrides), fixed)
+    device = distributed.init(args.device) or pick_device(args.device)
+    seed_everything(args.seed + distributed.rank())
+    if not distributed.is_main():
+        log.setLevel(logging.WARNING)
+    log.info("runner %s (%s), config %s, doc %s, device %s%s", name, kind, args.config, args.doc, device,
+             f", comment: {args.comment}" if args.comment else "")
+    try:
+        if kind == "train":
+            from runners.train import TrainRunner
+            TrainRunner(args, cfg, device).run()
+        else:
+            from runners.restore import RestoreRunner
+            RestoreRunner(args, cfg, device).run()
+    finally:
+        distributed.cleanup()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = setup_logging(LEVELS[args.verbose])
+    from runners.errors import HGMError
+    try:
+        run(args, log)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except Exception as e:  # every failure ends in a non-zero exit, never swallowed
+        if args.verbose == "debug":
+            log.exception("failed")
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        prefix = "error" if isinstance(e, HGMError) else f"error ({type(e).__name__})"
+        print(f"{prefix}: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

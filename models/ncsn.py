@@ -1,0 +1,201 @@
+"""Conditional RefineNet with dilations (the NCSN of Song & Ermon, 2019).
+
+The network s(x, i) estimates the score of the data perturbed with noise level
+sigma_i. It downsamples once and then widens its receptive field with dilated
+convolutions, so its cost grows with H*W*ngf^2; the channel count of the
+(lifted) input touches only the first and last convolution.
+"""
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def get_sigmas(sigma_begin, sigma_end, num_classes, device=None):
+    """The paper's noise levels: geometric from sigma_begin down to sigma_end."""
+    return torch.exp(torch.linspace(torch.log(torch.tensor(float(sigma_begin))),
+                                    torch.log(torch.tensor(float(sigma_end))),
+                                    int(num_classes))).to(device)
+
+
+class CondInstanceNorm2dPlus(nn.Module):
+    """Conditional instance norm++: instance norm that keeps the per-channel means'
+    spread via a learned alpha, with gamma/alpha/beta embedded per noise level."""
+
+    def __init__(self, num_features, num_classes):
+        super().__init__()
+        self.num_features = num_features
+        self.embed = nn.Embedding(num_classes, 3 * num_features)
+        self.embed.weight.data[:, :2 * num_features].normal_(1, 0.02)
+        self.embed.weight.data[:, 2 * num_features:].zero_()
+
+    def forward(self, x, y):
+        means = x.mean(dim=(2, 3))
+        m = means.mean(dim=-1, keepdim=True)
+        v = means.var(dim=-1, keepdim=True)
+        means = (means - m) / torch.sqrt(v + 1e-5)
+        h = F.instance_norm(x, eps=1e-5)
+        gamma, alpha, beta = self.embed(y).chunk(3, dim=-1)
+        h = h + means[..., None, None] * alpha[..., None, None]
+        return gamma[..., None, None] * h + beta[..., None, None]
+
+
+def conv3x3(cin, cout, bias=True, dilation=1):
+    return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=bias)
+
+
+class ConvMeanPool(nn.Module):
+    """Convolution followed by 2x2 average pooling (the network's one downsampling)."""
+
+    def __init__(self, cin, cout, kernel_size=3):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x):
+        return F.avg_pool2d(self.conv(x), 2)
+
+
+class CondResidualBlock(nn.Module):
+    def __init__(self, cin, cout, num_classes, act, resample=None, dilation=1):
+        super().__init__()
+        self.act = act
+        self.norm1 = CondInstanceNorm2dPlus(cin, num_classes)
+        if resample == "down" and dilation == 1:
+            self.conv1 = conv3x3(cin, cin)
+            self.norm2 = CondInstanceNorm2dPlus(cin, num_classes)
+            self.conv2 = ConvMeanPool(cin, cout, 3)
+            shortcut = partial(ConvMeanPool, kernel_size=1)
+        elif resample == "down":  # dilated "down" keeps the size, as in NCSN
+            self.conv1 = conv3x3(cin, cin, dilation=dilation)
+            self.norm2 = CondInstanceNorm2dPlus(cin, num_classes)
+            self.conv2 = conv3x3(cin, cout, dilation=dilation)
+            shortcut = partial(conv3x3, dilation=dilation)
+        else:
+            self.conv1 = conv3x3(cin, cout, dilation=dilation)
+            self.norm2 = CondInstanceNorm2dPlus(cout, num_classes)
+            self.conv2 = conv3x3(cout, cout, dilation=dilation)
+            shortcut = partial(conv3x3, dilation=dilation) if dilation > 1 else partial(nn.Conv2d, kernel_size=1)
+        self.shortcut = shortcut(cin, cout) if (cin != cout or resample is not None) else None
+
+    def forward(self, x, y):
+        h = self.conv1(self.act(self.norm1(x, y)))
+        h = self.conv2(self.act(self.norm2(h, y)))
+        return h + (x if self.shortcut is None else self.shortcut(x))
+
+
+class CondRCUBlock(nn.Module):
+    """Residual conv units: n_blocks residual blocks of n_stages (norm, act, conv)."""
+
+    def __init__(self, features, n_blocks, n_stages, num_classes, act):
+        super().__init__()
+        self.act, self.n_blocks, self.n_stages = act, n_blocks, n_stages
+        self.norms = nn.ModuleList(CondInstanceNorm2dPlus(features, num_classes) for _ in range(n_blocks * n_stages))
+        self.convs = nn.ModuleList(conv3x3(features, features, bias=False) for _ in range(n_blocks * n_stages))
+
+    def forward(self, x, y):
+        k = 0
+        for _ in range(self.n_blocks):
+            residual = x
+            for _ in range(self.n_stages):
+                x = self.convs[k](self.act(self.norms[k](x, y)))
+                k += 1
+            x = x + residual
+        return x
+
+
+class CondMSFBlock(nn.Module):
+    """Multi-resolution fusion: bring every input to the output size and sum."""
+
+    def __init__(self, in_planes, features, num_classes):
+        super().__init__()
+        self.norms = nn.ModuleList(CondInstanceNorm2dPlus(p, num_classes) for p in in_planes)
+        self.convs = nn.ModuleList(conv3x3(p, features) for p in in_planes)
+
+    def forward(self, xs, y, shape):
+        out = 0
+        for x, norm, conv in zip(xs, self.norms, self.convs):
+            h = conv(norm(x, y))
+            if h.shape[-2:] != shape:
+                h = F.interpolate(h, size=shape, mode="bilinear", align_corners=True)
+            out = out + h
+        return out
+
+
+class CondCRPBlock(nn.Module):
+    """Chained residual pooling."""
+
+    def __init__(self, features, n_stages, num_classes, act):
+        super().__init__()
+        self.act = act
+        self.norms = nn.ModuleList(CondInstanceNorm2dPlus(features, num_classes) for _ in range(n_stages))
+        self.convs = nn.ModuleList(conv3x3(features, features, bias=False) for _ in range(n_stages))
+
+    def forward(self, x, y):
+        x = self.act(x)
+        path = x
+        for norm, conv in zip(self.norms, self.convs):
+            path = conv(F.avg_pool2d(norm(path, y), 5, stride=1, padding=2))
+            x = path + x
+        return x
+
+
+class CondRefineBlock(nn.Module):
+    def __init__(self, in_planes, features, num_classes, act, start=False, end=False):
+        super().__init__()
+        self.adapt = nn.ModuleList(CondRCUBlock(p, 2, 2, num_classes, act) for p in in_planes)
+        self.output = CondRCUBlock(features, 3 if end else 1, 2, num_classes, act)
+        self.msf = None if start else CondMSFBlock(in_planes, features, num_classes)
+        self.crp = CondCRPBlock(features, 2, num_classes, act)
+
+    def forward(self, xs, y, shape):
+        hs = [block(x, y) for block, x in zip(self.adapt, xs)]
+        h = hs[0] if self.msf is None else self.msf(hs, y, shape)
+        return self.output(self.crp(h, y), y)
+
+
+class CondRefineNetDilated(nn.Module):
+    """s(x, i): input and output have `channels` channels (3, 6 or 12 for HGM).
+
+    Inputs are images in [0, 1] (lifted); like NCSN the network maps them to
+    [-1, 1] first. Any spatial size works; even sizes avoid interpolation.
+    """
+
+    def __init__(self, channels, ngf, num_classes):
+        super().__init__()
+        self.channels, self.ngf, self.num_classes = channels, ngf, num_classes
+        act = nn.ELU()
+        n = num_classes
+        self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
+        self.res1 = nn.ModuleList([CondResidualBlock(ngf, ngf, n, act), CondResidualBlock(ngf, ngf, n, act)])
+        self.res2 = nn.ModuleList([CondResidualBlock(ngf, 2 * ngf, n, act, "down"),
+                                   CondResidualBlock(2 * ngf, 2 * ngf, n, act)])
+        self.res3 = nn.ModuleList([CondResidualBlock(2 * ngf, 2 * ngf, n, act, "down", dilation=2),
+                                   CondResidualBlock(2 * ngf, 2 * ngf, n, act, dilation=2)])
+        self.res4 = nn.ModuleList([CondResidualBlock(2 * ngf, 2 * ngf, n, act, "down", dilation=4),
+                                   CondResidualBlock(2 * ngf, 2 * ngf, n, act, dilation=4)])
+        self.refine1 = CondRefineBlock([2 * ngf], 2 * ngf, n, act, start=True)
+        self.refine2 = CondRefineBlock([2 * ngf, 2 * ngf], 2 * ngf, n, act)
+        self.refine3 = CondRefineBlock([2 * ngf, 2 * ngf], ngf, n, act)
+        self.refine4 = CondRefineBlock([ngf, ngf], ngf, n, act, end=True)
+        self.end_norm = CondInstanceNorm2dPlus(ngf, n)
+        self.act = act
+        self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
+
+    @staticmethod
+    def _run(blocks, x, y):
+        for block in blocks:
+            x = block(x, y)
+        return x
+
+    def forward(self, x, y):
+        h = self.begin_conv(2 * x - 1)
+        l1 = self._run(self.res1, h, y)
+        l2 = self._run(self.res2, l1, y)
+        l3 = self._run(self.res3, l2, y)
+        l4 = self._run(self.res4, l3, y)
+        r = self.refine1([l4], y, l4.shape[-2:])
+        r = self.refine2([l3, r], y, l3.shape[-2:])
+        r = self.refine3([l2, r], y, l2.shape[-2:])
+        r = self.refine4([l1, r], y, l1.shape[-2:])
+        return self.end_conv(self.act(self.end_norm(r, y)))

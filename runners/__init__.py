@@ -1,0 +1,1 @@
+"""Runners: what `main.py --runner NAME` runs."""

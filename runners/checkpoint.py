@@ -1,0 +1,81 @@
+"""Checkpoints: plain dicts written atomically and read with weights_only=True.
+
+A checkpoint holds `model`, `optimizer`, `step`, `config` (the resolved config
+as a plain dict), optionally `ema` and `rng`. Before any work, the config a
+checkpoint was trained with is compared with the one asked for.
+"""
+import glob
+import os
+import re
+
+import torch
+
+from runners.errors import HGMError
+
+
+def atomic_save(obj, path):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def strip_module_prefix(state):
+    """DataParallel/DDP/compile wrappers prefix keys; checkpoints never carry them."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def save_checkpoint(state, log_dir, step):
+    os.makedirs(log_dir, exist_ok=True)
+    atomic_save(state, os.path.join(log_dir, f"checkpoint_{step}.pth"))
+    atomic_save(state, os.path.join(log_dir, "checkpoint.pth"))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.isfile(path):
+        raise HGMError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise HGMError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise HGMError(f"{path} is not an hgm checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def existing_checkpoints(log_dir):
+    def step(p):
+        m = re.search(r"checkpoint_(\d+)\.pth$", p)
+        return int(m.group(1)) if m else -1
+    found = glob.glob(os.path.join(log_dir, "checkpoint*.pth"))
+    return sorted(found, key=step)
+
+
+def model_signature(cfg):
+    """What must agree between a checkpoint and the config that loads it."""
+    from datasets.transforms import transform_from_config
+    t = transform_from_config(cfg)
+    m = cfg["model"]
+    return {"transform": f"{t.name}(factor {cfg['data']['transform_factor']})", "channels": t.channels,
+            "ngf": m["ngf"], "num_classes": m["num_classes"],
+            "sigma_begin": float(m["sigma_begin"]), "sigma_end": float(m["sigma_end"])}
+
+
+def check_compatible(ckpt, cfg, path):
+    """Raise, naming both values, if the checkpoint's model differs from the config's."""
+    saved_cfg = ckpt.get("config")
+    if not isinstance(saved_cfg, dict):
+        raise HGMError(f"{path} has no config; cannot check it against the run's config")
+    try:
+        have = model_signature(saved_cfg)
+    except (KeyError, TypeError, HGMError) as e:
+        raise HGMError(f"{path} holds a config this version cannot read ({e})") from e
+    want = model_signature(cfg)
+    diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in want if have[k] != want[k]]
+    if diffs:
+        raise HGMError(f"checkpoint {path} does not match the config: " + "; ".join(diffs))

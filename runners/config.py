@@ -1,0 +1,174 @@
+"""Configs are data: YAML files loaded with safe_load into plain nested dicts.
+
+Every key that exists is declared, with its default, in configs/anneal.yml.
+A config file may name a `_base_` file (relative to itself) and overrides
+only what differs; `--set a.b=c` overrides after that. Unknown keys and
+wrong types are errors that name the key.
+"""
+import copy
+import os
+
+import yaml
+
+from runners.errors import HGMError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+SCHEMA_FILE = os.path.join(CONFIG_DIR, "anneal.yml")
+
+# Keys whose default is null: the type a non-null value must have.
+NULLABLE = {
+    "training.grad_clip": float,
+    "data.path": str,
+}
+
+
+def resolve_config_path(name):
+    """A path, or a file name (with or without .yml) under configs/."""
+    for cand in (name, os.path.join(CONFIG_DIR, name), os.path.join(CONFIG_DIR, name + ".yml")):
+        if os.path.isfile(cand):
+            return cand
+    raise HGMError(f"config {name!r} not found (looked for it as a path and under {CONFIG_DIR})")
+
+
+def _read_yaml(path):
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise HGMError(f"config {path} is not valid YAML: {e}".splitlines()[0]) from e
+    if not isinstance(data, dict):
+        raise HGMError(f"config {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def read_config_file(path, _seen=()):
+    """The explicit values of a config file, its `_base_` chain merged in."""
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise HGMError(f"config {path} inherits from itself")
+    data = _read_yaml(path)
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    base_path = os.path.join(os.path.dirname(path), base)
+    if not os.path.isfile(base_path):
+        base_path = resolve_config_path(base)
+    if os.path.abspath(base_path) == os.path.abspath(SCHEMA_FILE):
+        return data  # the schema's defaults are merged by load_config, not "explicit" values
+    merged = read_config_file(base_path, _seen + (path,))
+    merge_into(merged, data)
+    return merged
+
+
+def merge_into(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge_into(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_dotted(cfg, key, value):
+    parts = key.split(".")
+    node = cfg
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise HGMError(f"config key {key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def get_dotted(cfg, key):
+    node = cfg
+    for p in key.split("."):
+        node = node[p]
+    return node
+
+
+def parse_set(items):
+    """['a.b=1', 'c.d=x'] -> {'a.b': 1, 'c.d': 'x'} with YAML-typed values."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise HGMError(f"--set takes KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() != "" else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def _type_name(t):
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string",
+            list: "a list"}.get(t, t.__name__)
+
+
+def validate(cfg, schema):
+    """Check every key against the schema; returns cfg with ints widened to floats."""
+    flat_schema = flatten(schema)
+    sections = {k.rsplit(".", 1)[0] for k in flat_schema if "." in k}
+    for key, value in flatten(cfg).items():
+        if key not in flat_schema:
+            if key in sections:
+                raise HGMError(f"config key {key!r} is a section, not a value")
+            near = [k for k in flat_schema if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise HGMError(f"unknown config key {key!r}{hint}")
+        default = flat_schema[key]
+        want = type(default) if default is not None else NULLABLE.get(key)
+        if value is None:
+            if default is None:
+                continue
+            raise HGMError(f"config key {key!r} must be {_type_name(want)}, got null")
+        if want is None:
+            continue
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            set_dotted(cfg, key, float(value))
+            ok = True
+        if not ok:
+            raise HGMError(f"config key {key!r} must be {_type_name(want)}, got {value!r} "
+                           f"({type(value).__name__})")
+    return cfg
+
+
+def schema():
+    return _read_yaml(SCHEMA_FILE)
+
+
+def load_config(name, overrides=None, fixed=None):
+    """Resolve a config: schema defaults <- file (with _base_) <- fixed <- overrides.
+
+    `fixed` are options a runner name implies (e.g. the transform); a file or an
+    override that says otherwise is an error rather than silently ignored.
+    """
+    path = resolve_config_path(name)
+    explicit = read_config_file(path)
+    for src_name, src in (("config file", flatten(explicit)), ("--set", overrides or {})):
+        for key, value in (fixed or {}).items():
+            if key in src and src[key] != value:
+                raise HGMError(f"{src_name} sets {key}={src[key]!r}, but the runner implies {key}={value!r}; "
+                               f"drop the setting or use the generic runner")
+    base = schema()
+    cfg = merge_into(copy.deepcopy(base), explicit)
+    for key, value in {**(fixed or {}), **(overrides or {})}.items():
+        set_dotted(cfg, key, value)
+    return validate(cfg, base)
+
+
+def dump_config(cfg, path):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)

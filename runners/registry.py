@@ -1,0 +1,48 @@
+"""Runner names -> (generic runner, options the name fixes).
+
+The paper's names (with its spelling, "demoscaicking") are aliases of two
+generic runners; names are matched case-insensitively. No eval.
+"""
+from runners.errors import HGMError
+
+IDENTITY = {"data.transform": "identity"}
+COPY = {"data.transform": "channel_copy", "data.transform_factor": 2}
+POOL = {"data.transform": "pixel_scale", "data.transform_factor": 2}
+INPAINT = {"test.task": "inpaint"}
+DEMOSAIC = {"test.task": "demosaic"}
+PROGRESSIVE = {"test.progressive.enabled": True}
+
+RUNNERS = {
+    # generic names: everything comes from the config
+    "train": ("train", {}),
+    "restore": ("restore", {}),
+    "train_3ch": ("train", IDENTITY),
+    "train_6ch": ("train", COPY),
+    "train_12ch": ("train", POOL),
+    # the paper's training names
+    "train_3ch_rgb": ("train", IDENTITY),
+    "train_6ch_rgbrgb": ("train", COPY),
+    "train_12ch_pool": ("train", POOL),
+    "Anneal_runner_train_6ch_demoscaicking": ("train", COPY),
+    "Anneal_runner_train_12ch_demoscaicking": ("train", POOL),
+    # the paper's restoration names
+    "Test_3ch_inpainting_rgbrgb_256": ("restore", {**IDENTITY, **INPAINT}),
+    "Test_6ch_inpainting_rgbrgb_256": ("restore", {**COPY, **INPAINT}),
+    "Test_12ch_inpainting_pool": ("restore", {**POOL, **INPAINT}),
+    "Test_6ch_inpainting_rgbrgb_p": ("restore", {**COPY, **INPAINT, **PROGRESSIVE}),
+    "Test_12ch_inpainting_pool_p": ("restore", {**POOL, **INPAINT, **PROGRESSIVE}),
+    "Test_6ch_demoscaicking_copy": ("restore", {**COPY, **DEMOSAIC}),
+    "Test_6ch_demoscaicking_copy_p": ("restore", {**COPY, **DEMOSAIC, **PROGRESSIVE}),
+    "Test_12ch_demoscaicking_pool": ("restore", {**POOL, **DEMOSAIC}),
+    "Test_12ch_demoscaicking_pool_p": ("restore", {**POOL, **DEMOSAIC, **PROGRESSIVE}),
+}
+_BY_LOWER = {k.lower(): k for k in RUNNERS}
+
+
+def resolve_runner(name):
+    """Return (canonical name, kind, fixed options) or raise listing the valid names."""
+    key = _BY_LOWER.get(str(name).lower())
+    if key is None:
+        raise HGMError(f"unknown runner {name!r}; valid runners: {', '.join(RUNNERS)}")
+    kind, fixed = RUNNERS[key]
+    return key, kind, dict(fixed)
