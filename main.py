@@ -46,12 +46,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+class TqdmHandler(logging.StreamHandler):
+    """Log lines that do not break the progress bars."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(level):
     log = logging.getLogger("hgm")
     log.setLevel(level)
     log.propagate = False
     if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
+        h = TqdmHandler()
         h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         log.addHandler(h)
     return log

@@ -19,6 +19,15 @@ SCHEMA_FILE = os.path.join(CONFIG_DIR, "anneal.yml")
 NULLABLE = {
     "training.grad_clip": float,
     "data.path": str,
+    "test.data_path": str,
+    "test.checkpoint": str,
+    "test.image_size": int,
+    "test.patch_size": int,
+    "test.patch_batch": int,
+    "test.progressive.prev_doc": str,
+    "test.progressive.prev_folder": str,
+    "test.progressive.prev_step_lr": float,
+    "test.progressive.prev_n_steps_each": int,
 }
 
 
@@ -136,6 +145,13 @@ def validate(cfg, schema):
         if want is None:
             continue
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" (no dot) as a string
+                value = float(value)
+                set_dotted(cfg, key, value)
+                ok = True
+            except ValueError:
+                pass
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             set_dotted(cfg, key, float(value))
             ok = True

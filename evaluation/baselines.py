@@ -1,0 +1,197 @@
+"""Classical restoration baselines HGM is compared against.
+
+Demosaicking: bilinear interpolation and Malvar–He–Cutler (ICASSP 2004)
+gradient-corrected linear interpolation, for every Bayer pattern.
+Inpainting: scikit-image's biharmonic inpainting.
+
+All take torch tensors 3×H×W or B×3×H×W in [0, 1] and return the same shape,
+clipped to [0, 1], with every measured sample unchanged.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.restoration import inpaint_biharmonic
+
+from datasets.operators import PATTERNS, bayer_mask
+from runners.errors import HGMError
+
+
+def _as_batch(x, what="image"):
+    """B×3×H×W view plus whether the input had no batch dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        x, single = x.unsqueeze(0), True
+    elif x.dim() == 4:
+        single = False
+    else:
+        raise ValueError(f"{what} must be 3×H×W or B×3×H×W, got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{what} must have 3 channels, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.float()
+    return x, single
+
+
+def _check_size(h, w, pad, name):
+    # reflect padding needs the image to be larger than the pad on each side
+    if h <= pad or w <= pad:
+        raise ValueError(f"{name} needs images larger than {pad}×{pad} pixels, got {h}×{w}")
+
+
+# ---------------------------------------------------------------- bilinear
+
+_K_RB = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]) / 4
+_K_G = torch.tensor([[0., 1., 0.], [1., 4., 1.], [0., 1., 0.]]) / 4
+
+
+def bilinear_demosaic(mosaic, pattern="rggb"):
+    """Bilinear demosaicking as normalised convolution (weighted mean of the
+    measured neighbours); reflect padding keeps the Bayer parity at borders."""
+    x, single = _as_batch(mosaic, "mosaic")
+    b, _, h, w = x.shape
+    _check_size(h, w, 1, "bilinear_demosaic")
+    m = bayer_mask(pattern, h, w, device=x.device).to(x.dtype).expand(b, 3, h, w)
+    k = torch.stack([_K_RB, _K_G, _K_RB]).unsqueeze(1).to(device=x.device, dtype=x.dtype)
+    num = F.conv2d(F.pad(x * m, (1, 1, 1, 1), mode="reflect"), k, groups=3)
+    den = F.conv2d(F.pad(m, (1, 1, 1, 1), mode="reflect"), k, groups=3)
+    out = torch.where(m > 0.5, x, num / den).clamp(0, 1)
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------- Malvar–He–Cutler
+
+# The paper's filters (coefficients ×8). Each is a bilinear estimate plus a
+# zero-sum correction from the channel measured at the centre, so linear
+# gradients are reproduced exactly.
+_G_AT_RB = [[0, 0, -1, 0, 0],
+            [0, 0, 2, 0, 0],
+            [-1, 2, 4, 2, -1],
+            [0, 0, 2, 0, 0],
+            [0, 0, -1, 0, 0]]
+# R (or B) at a green site whose row holds R (or B): neighbours left/right
+_ROW = [[0, 0, 0.5, 0, 0],
+        [0, -1, 0, -1, 0],
+        [-1, 4, 5, 4, -1],
+        [0, -1, 0, -1, 0],
+        [0, 0, 0.5, 0, 0]]
+# R at B and B at R: neighbours on the diagonals
+_DIAG = [[0, 0, -1.5, 0, 0],
+         [0, 2, 0, 2, 0],
+         [-1.5, 0, 6, 0, -1.5],
+         [0, 2, 0, 2, 0],
+         [0, 0, -1.5, 0, 0]]
+_MHC = torch.stack([torch.tensor(_G_AT_RB), torch.tensor(_ROW),
+                    torch.tensor(_ROW).t(), torch.tensor(_DIAG)]).unsqueeze(1) / 8
+# index into [cfa, G_AT_RB, ROW, COL, DIAG] responses
+_IDENTITY, _G_RB, _ROWF, _COLF, _DIAGF = range(5)
+
+
+def _malvar_roles(pattern):
+    """For each 2×2 tile position, which response each channel takes (3×2×2)."""
+    pattern = str(pattern).lower()
+    if pattern not in PATTERNS:
+        raise HGMError(f"unknown Bayer pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+    r_row = pattern.index("r") // 2
+    b_row = pattern.index("b") // 2
+    roles = torch.zeros(3, 2, 2, dtype=torch.long)
+    for k, c in enumerate(pattern):
+        i, j = divmod(k, 2)
+        if c == "r":
+            roles[:, i, j] = torch.tensor([_IDENTITY, _G_RB, _DIAGF])
+        elif c == "b":
+            roles[:, i, j] = torch.tensor([_DIAGF, _G_RB, _IDENTITY])
+        else:
+            roles[0, i, j] = _ROWF if i == r_row else _COLF
+            roles[1, i, j] = _IDENTITY
+            roles[2, i, j] = _ROWF if i == b_row else _COLF
+    return roles
+
+
+def malvar_demosaic(mosaic, pattern="rggb"):
+    """Malvar–He–Cutler 2004 demosaicking: the four 5×5 gradient-corrected
+    filters run on the single-plane CFA; each pixel/channel picks its filter by
+    its position in the 2×2 tile. Reflect padding (2 px) keeps the tile parity."""
+    x, single = _as_batch(mosaic, "mosaic")
+    b, _, h, w = x.shape
+    _check_size(h, w, 2, "malvar_demosaic")
+    m = bayer_mask(pattern, h, w, device=x.device).to(x.dtype)
+    cfa = (x * m).sum(1, keepdim=True)
+    k = _MHC.to(device=x.device, dtype=x.dtype)
+    resp = torch.cat([cfa, F.conv2d(F.pad(cfa, (2, 2, 2, 2), mode="reflect"), k)], 1)
+    idx = _malvar_roles(pattern).to(x.device).repeat(1, (h + 1) // 2, (w + 1) // 2)[:, :h, :w]
+    out = torch.gather(resp, 1, idx.expand(b, 3, h, w)).clamp(0, 1)
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------- inpainting
+
+def biharmonic_inpaint(image, mask):
+    """Biharmonic inpainting (scikit-image) of the pixels where mask == 0.
+
+    The mask is per pixel (its first channel is used); mask 3×H×W is broadcast
+    over a batch.
+    """
+    x, single = _as_batch(image, "image")
+    mk, _ = _as_batch(mask, "mask")
+    b, _, h, w = x.shape
+    if mk.shape[-2:] != (h, w) or mk.shape[0] not in (1, b):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not fit image shape {tuple(image.shape)}")
+    known = (mk[:, :1] > 0.5).expand(b, 3, h, w)
+    out = x.clone()
+    for n in range(b):
+        missing = ~known[n, 0].cpu().numpy()
+        if not missing.any():
+            continue
+        if missing.all():
+            raise ValueError("biharmonic_inpaint needs at least one known pixel")
+        img = x[n].detach().cpu().double().permute(1, 2, 0).numpy()
+        filled = inpaint_biharmonic(img, missing, channel_axis=-1)
+        out[n] = torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).to(x.device, x.dtype)
+    out = torch.where(known, x, out).clamp(0, 1)
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------- registry
+
+def bayer_pattern_of(mask):
+    """Name of the Bayer pattern a 3×H×W (or B×3×H×W) mask realises."""
+    m, _ = _as_batch(mask, "mask")
+    m = m[0]
+    h, w = m.shape[-2:]
+    if h < 2 or w < 2:
+        raise HGMError(f"a {h}×{w} mask is too small to hold a Bayer pattern")
+    name = ""
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        on = (m[:, i, j] > 0.5).nonzero().flatten().tolist()
+        if len(on) != 1:
+            raise HGMError("mask is not a Bayer pattern (each pixel must measure exactly one channel)")
+        name += "rgb"[on[0]]
+    if name not in PATTERNS or not torch.equal(m > 0.5, bayer_mask(name, h, w, device=m.device) > 0.5):
+        raise HGMError("mask is not a Bayer pattern (rggb, bggr, grbg or gbrg)")
+    return name
+
+
+BASELINES = {
+    "bilinear": bilinear_demosaic,
+    "malvar": malvar_demosaic,
+    "biharmonic": biharmonic_inpaint,
+}
+DEMOSAIC_BASELINES = ("bilinear", "malvar")
+
+
+def run_baseline(name, degraded, mask, pattern="rggb"):
+    """Run baseline `name` on a degraded image.
+
+    Demosaicking baselines take their Bayer pattern from `mask` when it is
+    given (else from `pattern`); biharmonic inpainting needs `mask`.
+    """
+    if name not in BASELINES:
+        raise HGMError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    if name in DEMOSAIC_BASELINES:
+        if mask is not None:
+            pattern = bayer_pattern_of(mask)
+        return BASELINES[name](degraded, pattern)
+    if mask is None:
+        raise HGMError(f"baseline {name!r} needs a mask of the known pixels")
+    return BASELINES[name](degraded, mask)

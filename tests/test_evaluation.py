@@ -1,0 +1,220 @@
+"""Tests of the evaluation metrics and the classical baselines."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.operators import PATTERNS, bayer_mask, random_mask
+from evaluation.baselines import (BASELINES, bayer_pattern_of, biharmonic_inpaint,
+                                  bilinear_demosaic, malvar_demosaic, run_baseline)
+from evaluation.metrics import image_metrics, psnr, quantize, ssim
+from runners.errors import HGMError
+
+DEMOSAIC = {"bilinear": bilinear_demosaic, "malvar": malvar_demosaic}
+
+
+def _rand_image(h=32, w=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, h, w, generator=g, dtype=torch.float64)
+
+
+def _ramp(h=24, w=28):
+    """Per-channel linear gradients, different for each channel, inside [0, 1]."""
+    i = torch.arange(h, dtype=torch.float64).view(h, 1)
+    j = torch.arange(w, dtype=torch.float64).view(1, w)
+    r = 0.10 + 0.010 * i + 0.015 * j
+    g = 0.20 + 0.012 * i - 0.004 * j + 0.1
+    b = 0.90 - 0.008 * i - 0.012 * j
+    img = torch.stack([r, g, b])
+    assert img.min() > 0 and img.max() < 1
+    return img
+
+
+def _smooth(h=48, w=48, dtype=torch.float64):
+    """A low-frequency sum of sinusoids per channel, in (0, 1)."""
+    i = torch.arange(h, dtype=dtype).view(h, 1) / h
+    j = torch.arange(w, dtype=dtype).view(1, w) / w
+    chans = []
+    for c in range(3):
+        v = 0.5 + 0.2 * torch.sin(2 * math.pi * (1.1 * i + 0.7 * j) + c) \
+            + 0.15 * torch.cos(2 * math.pi * (0.6 * i - 1.3 * j) + 2 * c) \
+            + 0.1 * torch.sin(2 * math.pi * 1.7 * j + 0.5 * c) * torch.cos(2 * math.pi * 0.9 * i)
+        chans.append(v)
+    return torch.stack(chans)
+
+
+# ------------------------------------------------------------------ metrics
+
+def test_quantize_levels_torch_and_numpy():
+    x = torch.tensor([[[-0.2, 0.0, 0.5 / 255, 1.4 / 255, 0.999, 1.3]]]).expand(3, 1, 6)
+    q = quantize(x)
+    assert torch.allclose(q * 255, torch.tensor([0., 0., 0., 1., 255., 255.]).expand(3, 1, 6))
+    qn = quantize(x.permute(1, 2, 0).numpy())
+    np.testing.assert_allclose(qn, q.permute(1, 2, 0).numpy())
+    assert isinstance(qn, np.ndarray)
+
+
+def test_psnr_identical_is_inf():
+    x = _rand_image()
+    assert psnr(x, x) == float("inf")
+    assert psnr(x.permute(1, 2, 0).numpy(), x.permute(1, 2, 0).numpy()) == float("inf")
+
+
+def test_psnr_constant_offset_matches_formula():
+    ref = _rand_image() * 0.9
+    x = ref + 1.0 / 255          # every sample off by one 8-bit level: MSE = 1
+    assert psnr(x, ref) == pytest.approx(10 * math.log10(255.0 ** 2), abs=1e-6)
+    assert psnr(x, ref) == pytest.approx(48.1308, abs=1e-4)
+    y = ref + 4.0 / 255          # MSE = 16
+    assert psnr(y, ref) == pytest.approx(10 * math.log10(255.0 ** 2 / 16), abs=1e-6)
+
+
+def test_psnr_border_ignores_corrupted_border():
+    ref = _rand_image(30, 30)
+    x = ref.clone()
+    x[:, :3, :] = 1 - x[:, :3, :]
+    x[:, :, -3:] = 0
+    assert psnr(x, ref) < 30
+    assert psnr(x, ref, border=3) == float("inf")
+    x[:, 3, 3] += 0.5            # inside the kept region: counted
+    assert psnr(x, ref, border=3) < float("inf")
+
+
+def test_numpy_and_torch_agree():
+    ref = _rand_image(40, 40, seed=1)
+    x = (ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(2),
+                                  dtype=ref.dtype)).clamp(0, 1)
+    xn, rn = x.permute(1, 2, 0).numpy(), ref.permute(1, 2, 0).numpy()
+    assert psnr(x, ref, border=2) == pytest.approx(psnr(xn, rn, border=2), rel=1e-12)
+    assert psnr(x, ref) == pytest.approx(psnr(xn, ref))           # mixed inputs
+    assert psnr(x.unsqueeze(0).float(), ref.float()) == pytest.approx(psnr(x, ref), abs=1e-4)
+    assert ssim(x, ref) == pytest.approx(ssim(xn, rn), rel=1e-12)
+    m = image_metrics(x, ref)
+    assert set(m) == {"psnr", "ssim"}
+    assert m["psnr"] == pytest.approx(psnr(xn, rn)) and m["ssim"] == pytest.approx(ssim(xn, rn))
+
+
+def test_shape_mismatch_raises_with_both_shapes():
+    a, b = _rand_image(16, 16), _rand_image(16, 18)
+    with pytest.raises(ValueError, match=r"16, 16.*16, 18"):
+        psnr(a, b)
+    with pytest.raises(ValueError):
+        ssim(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy())
+    with pytest.raises(ValueError):
+        image_metrics(a, b)
+
+
+def test_ssim_identical_is_one_and_drops_with_noise():
+    ref = _smooth(40, 40)
+    assert ssim(ref, ref) == pytest.approx(1.0, abs=1e-12)
+    g = torch.Generator().manual_seed(3)
+    values = []
+    for s in (0.01, 0.05, 0.2):
+        noisy = (ref + s * torch.randn(ref.shape, generator=g, dtype=ref.dtype)).clamp(0, 1)
+        values.append(ssim(noisy, ref))
+    assert 1.0 > values[0] > values[1] > values[2]
+
+
+# ------------------------------------------------------------------ demosaicking
+
+@pytest.mark.parametrize("name", sorted(DEMOSAIC))
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_demosaic_keeps_measured_samples(name, pattern):
+    img = _rand_image(18, 22, seed=4).float()
+    m = bayer_mask(pattern, 18, 22)
+    out = DEMOSAIC[name](img * m, pattern)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert torch.equal(out[m > 0.5], img[m > 0.5])
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(DEMOSAIC))
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_demosaic_constant_colour_exact_everywhere(name, pattern):
+    h, w = 13, 16                # odd height: the tile is cut at the border
+    img = torch.tensor([0.8, 0.3, 0.55]).view(3, 1, 1).expand(3, h, w).clone()
+    out = DEMOSAIC[name](img * bayer_mask(pattern, h, w), pattern)
+    assert (out - img).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(DEMOSAIC))
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_demosaic_exact_on_linear_ramp_interior(name, pattern):
+    img = _ramp()
+    out = DEMOSAIC[name](img * bayer_mask(pattern, *img.shape[1:]).double(), pattern)
+    err = (out - img)[:, 2:-2, 2:-2].abs().max()
+    assert err < 1e-5, f"{name}/{pattern}: interior error {err}"
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_malvar_beats_bilinear_on_smooth_image(pattern):
+    img = _smooth()
+    mosaic = img * bayer_mask(pattern, *img.shape[1:]).double()
+    p_bil = psnr(bilinear_demosaic(mosaic, pattern), img, border=2)
+    p_mal = psnr(malvar_demosaic(mosaic, pattern), img, border=2)
+    assert p_mal > p_bil + 1.0, (p_mal, p_bil)
+
+
+def test_wrong_pattern_is_worse():
+    """Guards against the filters silently ignoring the pattern."""
+    img = _smooth()
+    mosaic = img * bayer_mask("grbg", *img.shape[1:]).double()
+    for fn in DEMOSAIC.values():
+        assert psnr(fn(mosaic, "grbg"), img) > psnr(fn(mosaic, "rggb"), img) + 10
+
+
+def test_demosaic_batch_matches_single():
+    imgs = torch.stack([_smooth(20, 20), _rand_image(20, 20)]).float()
+    mosaic = imgs * bayer_mask("bggr", 20, 20)
+    for fn in DEMOSAIC.values():
+        batch = fn(mosaic, "bggr")
+        assert batch.shape == imgs.shape
+        for n in range(2):
+            assert torch.allclose(batch[n], fn(mosaic[n], "bggr"), atol=1e-6)
+
+
+# ------------------------------------------------------------------ inpainting
+
+def test_biharmonic_keeps_known_and_fills_smooth_holes():
+    img = _smooth(40, 40)
+    mask = random_mask(40, 40, 0.5, generator=torch.Generator().manual_seed(5)).double()
+    out = biharmonic_inpaint(img * mask, mask)
+    assert out.shape == img.shape
+    known = mask > 0.5
+    assert torch.equal(out[known], img[known])
+    assert psnr(out, img) > 35
+
+
+def test_biharmonic_batch_with_shared_mask():
+    imgs = torch.stack([_smooth(24, 24), 1 - _smooth(24, 24)]).float()
+    mask = random_mask(24, 24, 0.3, generator=torch.Generator().manual_seed(6))
+    out = biharmonic_inpaint(imgs * mask, mask)
+    assert out.shape == imgs.shape
+    for n in range(2):
+        assert torch.allclose(out[n], biharmonic_inpaint(imgs[n] * mask, mask), atol=1e-6)
+
+
+# ------------------------------------------------------------------ registry
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_run_baseline_reads_pattern_from_mask(pattern):
+    img = _smooth(16, 16).float()
+    m = bayer_mask(pattern, 16, 16)
+    assert bayer_pattern_of(m) == pattern
+    for name in ("bilinear", "malvar"):
+        # the pattern argument is overridden by the mask
+        assert torch.equal(run_baseline(name, img * m, m, pattern="rggb"),
+                           BASELINES[name](img * m, pattern))
+
+
+def test_run_baseline_dispatch_and_errors():
+    img = _smooth(16, 16).float()
+    mask = random_mask(16, 16, 0.3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(run_baseline("biharmonic", img * mask, mask), biharmonic_inpaint(img * mask, mask))
+    with pytest.raises(HGMError, match="unknown baseline"):
+        run_baseline("nope", img, mask)
+    with pytest.raises(HGMError, match="Bayer"):
+        run_baseline("malvar", img * mask, mask)
+    with pytest.raises(HGMError):
+        run_baseline("biharmonic", img, None)
