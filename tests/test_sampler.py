@@ -1,0 +1,166 @@
+"""The sampler against closed forms, and the restoration pipeline's guarantees."""
+import math
+
+import pytest
+import torch
+
+from datasets.operators import MaskedObservation, bayer_mask, box_mask, random_mask
+from datasets.transforms import make_transform
+from runners.patches import from_patches, pad_to_multiple, to_patches
+from runners.restore import restore_image
+from runners.sampler import SamplerDiverged, annealed_langevin, step_sizes
+
+torch.set_num_threads(1)
+
+
+def gaussian_problem(d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a)
+    eig = torch.linspace(0.05, 0.5, d, dtype=torch.float64)
+    cov = (q * eig) @ q.T
+    mu = torch.randn(d, generator=g, dtype=torch.float64) * 0.3
+    return mu, cov
+
+
+@pytest.mark.parametrize("update", ["reference", "langevin"])
+def test_inpainting_converges_to_the_analytic_posterior_mean(update):
+    """Prior x ~ N(mu, C). At level sigma the perturbed prior is N(mu, C + sigma² I) with score
+    -(C + sigma² I)^-1 (x - mu). With the known coordinates clamped by data consistency, both
+    updates are linear maps whose fixed-point mean is the conditional (posterior) mean of
+    N(mu, C + sigma_L² I) given the known coordinates; Langevin's discretisation biases the
+    variance, not the mean. The mean over B independent chains has standard error
+    sqrt(var_post / B) per coordinate; we allow 5 of them (plus 1.5× for the discretisation's
+    variance inflation), so a correct sampler fails this with probability < 1e-5."""
+    torch.manual_seed(0)
+    d, B = 12, 2000
+    mu, cov = gaussian_problem(d)
+    sigmas = torch.tensor([0.3, 0.173, 0.1], dtype=torch.float64)
+    precs = [torch.linalg.inv(cov + float(s) ** 2 * torch.eye(d, dtype=torch.float64)) for s in sigmas]
+
+    def score(x, labels):
+        p = precs[int(labels[0])]
+        return -(x - mu) @ p  # p is symmetric
+
+    known = torch.zeros(d, dtype=torch.bool)
+    known[::3] = True
+    x_true = mu + torch.linalg.cholesky(cov) @ torch.randn(d, dtype=torch.float64)
+    y = torch.where(known, x_true, torch.zeros(d, dtype=torch.float64))
+    op = MaskedObservation(known.double().expand(B, d))
+    x0 = torch.rand(B, d, dtype=torch.float64)
+    out = annealed_langevin(score, x0, sigmas, step_lr=0.02, n_steps_each=400,
+                            project=lambda v: op.project(v, y.expand(B, d)), update=update)
+    c = cov + float(sigmas[-1]) ** 2 * torch.eye(d, dtype=torch.float64)
+    k, u = known, ~known
+    post_mean = mu[u] + c[u][:, k] @ torch.linalg.solve(c[k][:, k], x_true[k] - mu[k])
+    post_cov = c[u][:, u] - c[u][:, k] @ torch.linalg.solve(c[k][:, k], c[k][:, u])
+    se = torch.sqrt(torch.diag(post_cov) * 1.5 / B)
+    err = (out[:, u].mean(0) - post_mean).abs()
+    assert torch.all(err < 5 * se), (err / se).max()
+    assert torch.equal(out[:, k], y[k].expand(B, -1))  # measured values kept exactly
+
+
+def test_langevin_samples_have_the_prior_spread():
+    """Unconstrained Langevin on N(0, s²) ends with sample variance close to s² + sigma_L²."""
+    torch.manual_seed(1)
+    s2, sigmas = 0.25, torch.tensor([1.0, 0.3, 0.1])
+    out = annealed_langevin(lambda x, lab: -x / (s2 + float(sigmas[int(lab[0])]) ** 2), torch.rand(20000, 1),
+                            sigmas, step_lr=0.001, n_steps_each=300, update="langevin")
+    target = s2 + 0.01
+    assert abs(out.var().item() - target) < 0.05 * target
+
+
+def test_step_sizes_follow_the_schedule():
+    sig = torch.tensor([1.0, 0.1, 0.01])
+    assert step_sizes(sig, 2e-5) == pytest.approx([2e-5 * 1e4, 2e-5 * 100, 2e-5])
+
+
+def test_progressive_anchor_pulls_towards_the_earlier_estimate():
+    """With a zero score (and the reference update, whose x carries no noise) the anchor
+    term alone contracts x towards the anchor by (1 - η/σ²) per step."""
+    sig = torch.tensor([1.0, 0.5])
+    anchor = torch.full((1, 3, 4, 4), 0.25)
+    out = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
+                            n_steps_each=200, anchor=anchor, update="reference")
+    assert (out - anchor).abs().max() < 1e-3
+    far = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
+                            n_steps_each=200, update="reference")
+    assert torch.equal(far, torch.ones(1, 3, 4, 4))
+
+
+def test_divergence_is_detected_and_names_step_lr():
+    with pytest.raises(SamplerDiverged, match="step_lr=100"):
+        annealed_langevin(lambda x, lab: x * 10, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]),
+                          step_lr=100, n_steps_each=5)
+
+
+class FakePrior:
+    """A 'network' with a fixed score, for pipeline tests that need no training."""
+
+    def __init__(self, transform, score=None, sigmas=(1.0, 0.1)):
+        self.transform = transform
+        self.sigmas = torch.tensor(sigmas)
+        self.device = torch.device("cpu")
+        self._score = score or (lambda x, lab: 0.3 - x)
+
+    def score(self, x, labels):
+        assert x.shape[1] == self.transform.channels
+        return self._score(x, labels)
+
+
+TCFG = {"patch_size": None, "patch_stride": 8, "pad_mode": "reflect", "patch_batch": None, "init": "uniform",
+        "update": "reference", "denoise": True}
+
+
+@pytest.mark.parametrize("transform", ["identity", "channel_copy", "pixel_scale"])
+@pytest.mark.parametrize("task", ["demosaic", "inpaint", "box"])
+@pytest.mark.parametrize("patch", [None, 8])
+def test_known_pixels_are_kept_exactly(transform, task, patch):
+    torch.manual_seed(2)
+    h, w = 13, 18  # odd sizes need padding for pixel_scale and the network
+    gt = (torch.rand(1, 3, h, w) * 255).round() / 255
+    mask = {"demosaic": bayer_mask("grbg", h, w), "inpaint": random_mask(h, w, 0.6),
+            "box": box_mask(h, w, 5)}[task][None]
+    y = gt * mask
+    prior = FakePrior(make_transform(transform))
+    out = restore_image(prior, y, mask, dict(TCFG, patch_size=patch), step_lr=0.01, n_steps_each=3)
+    assert out.shape == gt.shape
+    assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("size,patch,stride,mode", [((500, 500), 300, 256, "circular"), ((37, 53), 16, 12, "reflect"),
+                                                    ((20, 20), 32, 16, "circular"), ((33, 40), 16, 16, "circular")])
+def test_patch_stitching_of_an_identity_model_reproduces_the_image(size, patch, stride, mode):
+    x = torch.rand(2, 3, *size)
+    tiles, layout = to_patches(x, patch, stride, mode)
+    assert tiles.shape[-2:] == (patch, patch)
+    assert torch.allclose(from_patches(tiles, layout), x, atol=1e-6)
+
+
+def test_restoration_through_patches_equals_the_image_when_all_is_known():
+    x = torch.rand(1, 3, 40, 44)
+    mask = torch.ones_like(x)
+    out = restore_image(FakePrior(make_transform("channel_copy")), x, mask, dict(TCFG, patch_size=16), 0.01, 2)
+    assert torch.equal(out, x)
+
+
+def test_pad_to_multiple_pads_only_what_is_needed():
+    x = torch.rand(1, 3, 13, 16)
+    p, hw = pad_to_multiple(x, 4)
+    assert p.shape[-2:] == (16, 16) and hw == (13, 16)
+    assert torch.equal(p[..., :13, :], x)
+
+
+def test_the_sampler_never_needs_the_ground_truth():
+    """The API has no ground-truth argument: the same y gives the same result
+    whatever image produced it (fixed seed)."""
+    mask = bayer_mask("rggb", 8, 8)[None]
+    a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    b = torch.where(mask > 0.5, a, b)  # same measurement, different truth
+    outs = []
+    for gt in (a, b):
+        torch.manual_seed(3)
+        outs.append(restore_image(FakePrior(make_transform("identity")), gt * mask, mask, TCFG, 0.01, 2))
+    assert torch.equal(outs[0], outs[1])
+    assert not math.isnan(float(outs[0].sum()))
