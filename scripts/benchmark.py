@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Speed of restoration: this tool's sampler against a re-creation of the
+reference code's loop, same model, same image, same number of evaluations.
+
+The reference loop (re-created, not copied) runs patches one at a time, moves
+the iterate to NumPy on the host every step for the transform and data
+consistency, and computes PSNR and SSIM every step. Ours keeps everything on
+the device, batches patches where asked, and scores once at the end.
+
+    python scripts/benchmark.py                       # 12ch, 256×256, 20 NFE, CPU: ~1-2 min
+    python scripts/benchmark.py --variant 6ch --size 500 --patch 300 --nfe 50 --device cuda
+
+Last line: speedup_vs_reference=<x> flop_utilisation=<y>
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.operators import bayer_mask  # noqa: E402
+from datasets.transforms import make_transform  # noqa: E402
+from evaluation.metrics import psnr, ssim  # noqa: E402
+from models.ncsn import CondRefineNetDilated, get_sigmas  # noqa: E402
+from runners.patches import from_patches, to_patches  # noqa: E402
+from runners.restore import Prior, restore_image  # noqa: E402
+
+VARIANTS = {"3ch": ("identity", 1), "6ch": ("channel_copy", 2), "12ch": ("pixel_scale", 2)}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device, n=2048, reps=10):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def forward_flops(model, x, labels):
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, labels)
+    return counter.get_total_flops()
+
+
+def reference_loop(model, transform, gt, mask, sigmas, n_steps, step_lr, patch, stride, device):
+    """The reference's way: one patch at a time, NumPy round trips every step,
+    PSNR and SSIM of every step (ground truth in the loop, as it did)."""
+    y = gt * mask
+    stack = torch.cat([y, mask, gt], 1)
+    tiles, layout = to_patches(stack, patch, stride, "circular") if patch else (stack, None)
+    outs = []
+    for k in range(tiles.shape[0]):
+        yk = tiles[k:k + 1, :3].cpu().numpy()
+        mk = tiles[k:k + 1, 3:6].cpu().numpy()
+        gk = tiles[k, 6:9].cpu()
+        x = transform.forward(torch.rand(1, 3, *yk.shape[-2:]))
+        x_noisy = x
+        for i, sigma in enumerate(sigmas):
+            labels = torch.full((1,), i, dtype=torch.long, device=device)
+            eta = step_lr * (float(sigma) / float(sigmas[-1])) ** 2
+            for _ in range(n_steps):
+                with torch.no_grad():
+                    grad = model(x_noisy.to(device), labels)
+                x = x.to(device) + eta * grad
+                img = transform.inverse(x).cpu().numpy()  # host round trip every step
+                img = img * (1 - mk) + yk  # data consistency in NumPy
+                x = transform.forward(torch.from_numpy(img.astype(np.float32)))
+                x_noisy = x + np.sqrt(2 * eta) * torch.randn_like(x)
+                est = torch.from_numpy(np.clip(img[0], 0, 1))  # metrics every step, as the reference
+                psnr(est, gk)
+                ssim(est, gk)
+        outs.append(torch.from_numpy(img))
+    out = torch.cat(outs, 0)
+    return from_patches(out, layout) if patch else out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variant", default="12ch", choices=sorted(VARIANTS))
+    p.add_argument("--size", type=int, default=256, help="image side (a random smooth test image)")
+    p.add_argument("--patch", type=int, default=0, help="patch size (0: whole image)")
+    p.add_argument("--stride", type=int, default=256)
+    p.add_argument("--patch_batch", type=int, default=0, help="patches per forward in our loop (0: auto)")
+    p.add_argument("--nfe", type=int, default=20, help="network evaluations (levels × steps)")
+    p.add_argument("--ngf", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in our loop")
+    p.add_argument("--checkpoint", default=None, help="use these weights (else random init: speed only)")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    torch.manual_seed(0)
+    name, factor = VARIANTS[a.variant]
+    transform = make_transform(name, factor)
+    cfg = {"data": {"transform": name, "transform_factor": factor},
+           "model": {"ngf": a.ngf, "num_classes": 10, "sigma_begin": 1.0, "sigma_end": 0.01}}
+    model = CondRefineNetDilated(transform.channels, a.ngf, 10)
+    if a.checkpoint:
+        model.load_state_dict({k: v.float() for k, v in torch.load(a.checkpoint, weights_only=True)["model"].items()})
+    model = model.to(device).eval()
+    n_levels = 10
+    n_steps = max(1, a.nfe // n_levels)
+    nfe = n_levels * n_steps
+    yy, xx = torch.meshgrid(torch.linspace(0, 6, a.size), torch.linspace(0, 6, a.size), indexing="ij")
+    gt = torch.stack([torch.sin(xx) * 0.3 + 0.5, torch.cos(yy) * 0.3 + 0.5, torch.sin(xx + yy) * 0.3 + 0.5])[None]
+    gt = gt.to(device)
+    mask = bayer_mask("rggb", a.size, a.size, device)[None]
+    sigmas = get_sigmas(1.0, 0.01, n_levels, device)
+    side = (a.patch or a.size) // (2 if a.variant == "12ch" else 1)
+    x1 = torch.rand(1, transform.channels, side, side, device=device)
+    flops = forward_flops(model, x1, torch.zeros(1, dtype=torch.long, device=device))
+    n_tiles = 1 if not a.patch else to_patches(gt, a.patch, a.stride)[0].shape[0]
+    peak = matmul_gflops(device)
+    print(f"device {device} ({torch.get_num_threads()} threads), variant {a.variant}, {a.size}×{a.size}, "
+          f"patch {a.patch or 'none'} ({n_tiles} tile(s)), ngf {a.ngf}, NFE {nfe}")
+    print(f"forward pass: {flops / 1e9:.1f} GFLOP per tile; float32 matmul here: {peak:.0f} GFLOP/s")
+
+    prior = Prior({"model": model.state_dict(), "step": 0}, {**cfg, "test": {}}, device, bf16=a.bf16)
+    tcfg = {"patch_size": a.patch or None, "patch_stride": a.stride, "pad_mode": "circular",
+            "patch_batch": a.patch_batch or None, "init": "uniform", "update": "reference", "denoise": False}
+    with torch.inference_mode():
+        restore_image(prior, gt * mask, mask, tcfg, 1e-5, 1)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        restore_image(prior, gt * mask, mask, tcfg, 1e-5, n_steps)
+    sync(device)
+    ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reference_loop(model, transform, gt, mask, sigmas, n_steps, 1e-5, a.patch, a.stride, device)
+    sync(device)
+    ref = time.perf_counter() - t0
+    achieved = flops * n_tiles * nfe / ours / 1e9
+    print(f"ours:      {ours:8.2f} s per image, {nfe * n_tiles / ours:6.2f} tile evaluations/s, "
+          f"{achieved:.0f} GFLOP/s")
+    print(f"reference: {ref:8.2f} s per image, {nfe * n_tiles / ref:6.2f} tile evaluations/s")
+    print(f"speedup_vs_reference={ref / ours:.2f} flop_utilisation={achieved / peak:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
