@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """hgm: score-based colour image restoration with high-dimensional assistance.
 
-    python main.py --runner train_6ch_rgbrgb --config train_6ch.yml --doc rgbrgb
+    python main.py --runner train_6ch_rgbrgb --config train_demosaic.yml --doc rgbrgb
     python main.py --runner Test_6ch_demoscaicking_copy --config demosaic_6ch.yml --doc rgbrgb --test -o out
 
 Exit codes: 0 success, 1 error (one line on stderr; the traceback with
@@ -131,7 +131,7 @@ def main(argv=None):
             log.exception("failed")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         prefix = "error" if isinstance(e, HGMError) else f"error ({type(e).__name__})"
-        print(f"{prefix}: {msg}", file=sys.stderr)
+        sys.stderr.write(f"{prefix}: {msg}\n")  # one write: torchrun ranks' lines do not interleave
         return 1
     return 0
 

@@ -226,7 +226,14 @@ class RestoreRunner:
         handler = logging.FileHandler(os.path.join(out, "log.txt"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
+        try:
+            self._restore_all(prior, prev_prior, items, out)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
 
+    def _restore_all(self, prior, prev_prior, items, out):
+        tcfg, pcfg = self.cfg["test"], self.cfg["test"]["progressive"]
         step_lr, n_steps = tcfg["step_lr"], tcfg["n_steps_each"]
         n_eval = nfe(len(prior.sigmas), n_steps, tcfg["denoise"])
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, %d levels × %d steps, "

@@ -1,4 +1,18 @@
-"""One training runner for every transform: annealed DSM on lifted image crops."""
+"""One training runner for every transform: annealed DSM on lifted image crops.
+
+Under torchrun (see runners/distributed.py) the model is wrapped in
+DistributedDataParallel, training.batch_size is the global batch (split evenly
+over the ranks), each rank draws its own crops from a DistributedSampler shard,
+and only rank 0 writes logs, tensorboard, validation and checkpoints (of the
+unwrapped model, so they are the same as single-process ones). Every step that
+can fail before training (run folder, checkpoint, data) is agreed on by all
+ranks, so an error on one rank stops them all instead of leaving them waiting.
+
+Test hooks (environment variables, for tests/test_distributed.py only):
+  HGM_TEST_DUMP_PARAMS=DIR  each rank saves {"model": final state_dict,
+                            "first_batch": its first batch of crops} to DIR/rank<r>.pt
+  HGM_TEST_KILL_RANK=R      rank R exits abruptly (os._exit(1)) right after step 2
+"""
 import logging
 import math
 import os
@@ -71,6 +85,15 @@ class TrainRunner:
         self.main = distributed.is_main()
 
     def run(self):
+        self._log_handler = None
+        try:
+            self._run()
+        finally:  # a caller that trains again in this process must not log into this run's stdout.txt
+            if self._log_handler is not None:
+                log.removeHandler(self._log_handler)
+                self._log_handler.close()
+
+    def _run(self):
         args, cfg, device = self.args, self.cfg, self.device
         tr, dcfg = cfg["training"], cfg["data"]
         log_dir = os.path.join(args.run, "logs", args.doc)
@@ -82,22 +105,32 @@ class TrainRunner:
         if tr["batch_size"] % self.world:
             raise HGMError(f"training.batch_size={tr['batch_size']} (the global batch) does not divide by "
                            f"the world size {self.world}")
-        if self.main:
-            prepare_run_dirs(args, log_dir, tb_dir)
+        # distributed.agree(): rank 0 alone checks (and writes) the run folder, but every rank
+        # hears the verdict before going on; without torchrun it just calls the function
+        distributed.agree(lambda: prepare_run_dirs(args, log_dir, tb_dir) if self.main else None)
+        ckpt = None
+        if args.resume_training:  # checked before writing anything: a refused resume leaves the run as it was
+            path = os.path.join(log_dir, "checkpoint.pth")
+
+            def load():  # on every rank (several nodes: the run folder must be at the same path on each)
+                c = load_checkpoint(path)
+                check_compatible(c, cfg, path)
+                return c
+
+            ckpt = distributed.agree(load)
+
+        def open_run_dir():
             os.makedirs(log_dir, exist_ok=True)
             handler = logging.FileHandler(os.path.join(log_dir, "stdout.txt"))
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(handler)
+            self._log_handler = handler
             dump_config(cfg, os.path.join(log_dir, "config.yml"))
-        distributed.barrier()
-        ckpt = None
-        if args.resume_training:
-            path = os.path.join(log_dir, "checkpoint.pth")
-            ckpt = load_checkpoint(path)
-            check_compatible(ckpt, cfg, path)
 
-        train_imgs, val_imgs, n_found = training_images(dcfg["path"], dcfg["image_size"], dcfg["val_images"],
-                                                        dcfg["preload"], seed=0)
+        distributed.agree(open_run_dir if self.main else lambda: None)
+
+        train_imgs, val_imgs, n_found = distributed.agree(
+            lambda: training_images(dcfg["path"], dcfg["image_size"], dcfg["val_images"], dcfg["preload"], seed=0))
         log.info("data: %d images in %s (%d for training, %d held out for validation), %d×%d crops, "
                  "transform %s -> %d channels", n_found, dcfg["path"], len(train_imgs), len(val_imgs),
                  dcfg["image_size"], dcfg["image_size"], transform.name, transform.channels)
@@ -119,6 +152,8 @@ class TrainRunner:
             step, seconds = int(ckpt["step"]), float(ckpt.get("train_seconds", 0.0))
             if "rng" in ckpt and self.world == 1:
                 torch.set_rng_state(ckpt["rng"])
+            elif self.world > 1:  # fresh per-rank streams, not a replay of the first steps' crops and noise
+                torch.manual_seed(args.seed + distributed.rank() + 1_000_003 * step)
             log.info("resumed from step %d", step)
         net = model
         if self.world > 1:
@@ -148,7 +183,11 @@ class TrainRunner:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr["bf16"])
         bar = tqdm(total=n_iters, initial=step, disable=not self.main, desc=f"train {args.doc}",
                    dynamic_ncols=True, mininterval=1.0)
-        epoch, loss_value, val_loss, t0 = 0, float("nan"), None, time.time()
+        # the distributed sampler's shuffle depends on the epoch: continue the count on resume
+        epoch, loss_value, val_loss, t0 = step // max(1, len(loader)), float("nan"), None, time.time()
+        dump_dir = os.environ.get("HGM_TEST_DUMP_PARAMS")
+        kill_rank = os.environ.get("HGM_TEST_KILL_RANK")
+        first_batch = None
 
         def snapshot():
             if not self.main:
@@ -166,6 +205,8 @@ class TrainRunner:
                 if sampler is not None:
                     sampler.set_epoch(epoch)
                 for x in loader:
+                    if dump_dir and first_batch is None:
+                        first_batch = x.clone()
                     x = x.to(device, non_blocking=True)
                     if dcfg["dequantize"]:
                         x = dequantize(x)
@@ -180,7 +221,9 @@ class TrainRunner:
                     if ema is not None:
                         ema.update(model)
                     step += 1
-                    loss_value = loss.item()
+                    if kill_rank is not None and step == 2 and distributed.rank() == int(kill_rank):
+                        os._exit(1)  # test hook: a rank that dies without a word
+                    loss_value = distributed.mean(loss)  # the same on every rank, so all stop on a NaN
                     if not math.isfinite(loss_value):
                         raise HGMError(f"training loss became {loss_value} at step {step}; lower optim.lr "
                                        f"or set training.grad_clip (last checkpoint kept)")
@@ -207,6 +250,10 @@ class TrainRunner:
             bar.close()
             if writer is not None:
                 writer.close()
+        if dump_dir:
+            os.makedirs(dump_dir, exist_ok=True)
+            torch.save({"model": model.state_dict(), "first_batch": first_batch},
+                       os.path.join(dump_dir, f"rank{distributed.rank()}.pt"))
         log.info("done: step %d, loss %.5f%s, %.1f s", step, loss_value,
                  "" if val_loss is None else f", validation loss {val_loss:.5f}", time.time() - t0)
 

@@ -1,0 +1,268 @@
+"""Training end to end through `python main.py` (subprocesses) on configs/tiny.yml."""
+import glob
+import logging
+import os
+import re
+import shutil
+
+import pytest
+import torch
+import yaml
+
+import main as hgm_main
+from conftest import write_rgb_images
+
+TRAIN_RUNNERS = {  # runner -> (transform, channels)
+    "train_6ch_rgbrgb": ("channel_copy", 6),
+    "train_12ch_pool": ("pixel_scale", 12),
+    "train_3ch_rgb": ("identity", 3),
+    "Anneal_runner_train_6ch_demoscaicking": ("channel_copy", 6),
+    "Anneal_runner_train_12ch_demoscaicking": ("pixel_scale", 12),
+}
+PAPER_NAMES = list(TRAIN_RUNNERS) + [
+    "Test_3ch_inpainting_rgbrgb_256", "Test_6ch_inpainting_rgbrgb_256", "Test_12ch_inpainting_pool",
+    "Test_6ch_inpainting_rgbrgb_p", "Test_12ch_inpainting_pool_p", "Test_6ch_demoscaicking_copy",
+    "Test_6ch_demoscaicking_copy_p", "Test_12ch_demoscaicking_pool", "Test_12ch_demoscaicking_pool_p"]
+
+
+def train_argv(runner, run, doc, data, n_iters, *sets, flags=()):
+    return ["--runner", runner, "--config", "tiny.yml", "--doc", doc, "--run", str(run), "--device", "cpu",
+            *flags, "--set", f"data.path={data}", f"training.n_iters={n_iters}", "training.snapshot_freq=2",
+            *sets]
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under folder."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = fh.read()
+    return out
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def main_in_process(capfd, *argv):
+    """main.main(argv) in this process (same code path as the CLI, no interpreter start-up):
+    (return code, stdout, stderr)."""
+    capfd.readouterr()
+    rc = hgm_main.main([str(a) for a in argv])
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *needles):
+    assert rc == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1, err
+    assert err.rstrip().splitlines()[-1] == lines[0]  # the last thing printed
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("runner", list(TRAIN_RUNNERS))
+def test_train_refuse_and_resume(runner, run_main, shared_image_folder, tmp_path, capfd):
+    transform, channels = TRAIN_RUNNERS[runner]
+    run, doc = tmp_path / "run", "d"
+    log_dir, tb_dir = run / "logs" / doc, run / "tensorboard" / doc
+
+    rc, out, err = run_main(*train_argv(runner, run, doc, shared_image_folder, 4))
+    assert rc == 0, err
+    for name in ["checkpoint.pth", "checkpoint_2.pth", "checkpoint_4.pth", "stdout.txt", "config.yml"]:
+        assert (log_dir / name).is_file(), name
+    events = glob.glob(str(tb_dir / "events.out.tfevents.*"))
+    assert events and all(os.path.getsize(e) > 0 for e in events)
+    assert "checkpoint written" in (log_dir / "stdout.txt").read_text()
+    with open(log_dir / "config.yml") as f:
+        cfg = yaml.safe_load(f)  # plain YAML, no python tags
+    assert cfg["data"]["transform"] == transform and cfg["data"]["path"] == shared_image_folder
+    assert cfg["training"]["n_iters"] == 4 and cfg["model"]["ngf"] == 8
+
+    ck = load(log_dir / "checkpoint.pth")
+    assert {"model", "optimizer", "step", "config"} <= set(ck)
+    assert ck["step"] == 4 and load(log_dir / "checkpoint_2.pth")["step"] == 2
+    assert ck["config"]["data"]["transform"] == transform
+    assert ck["model"]["begin_conv.weight"].shape[1] == channels
+    assert ck["model"]["end_conv.weight"].shape[0] == channels
+    assert all(s["step"].item() == 4 for s in ck["optimizer"]["state"].values())
+    assert not any(k.startswith("module.") for k in ck["model"])
+
+    # A second run on the same --doc is refused and touches nothing; resuming continues from step 4
+    # with the optimizer's state. Both go through main.main() in this process, to spare two interpreter
+    # starts per runner; test_rerun_is_refused_by_the_cli and test_resume_by_the_cli do them as subprocesses.
+    before = snapshot(run)
+    rc, out, err = main_in_process(capfd, *train_argv(runner, run, doc, shared_image_folder, 4))
+    assert_one_line_error(rc, err, "--resume_training")
+    assert snapshot(run) == before
+
+    rc, out, err = main_in_process(capfd, *train_argv(runner, run, doc, shared_image_folder, 6,
+                                                      flags=["--resume_training"]))
+    assert rc == 0, err
+    assert "resumed from step 4" in err
+    ck6 = load(log_dir / "checkpoint.pth")
+    assert ck6["step"] == 6 and (log_dir / "checkpoint_6.pth").is_file()
+    assert ck6["config"]["training"]["n_iters"] == 6
+    states = ck6["optimizer"]["state"].values()
+    assert len(states) == len(ck["optimizer"]["state"]) > 0
+    assert all(s["step"].item() == 6 for s in states)  # 4 restored + 2 new; a fresh Adam would say 2
+    assert load(log_dir / "checkpoint_4.pth")["step"] == 4  # earlier snapshots are kept
+    assert any(not torch.equal(ck6["model"][k], ck["model"][k]) for k in ck["model"])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A train_6ch_rgbrgb run (ngf 8) of 2 steps. Tests copy it before touching it."""
+    root = tmp_path_factory.mktemp("trained")
+    data = str(root / "images")
+    write_rgb_images(data, n=4, seed=2)
+    run = str(root / "run")
+    assert hgm_main.main(train_argv("train_6ch_rgbrgb", run, "base", data, 2)) == 0
+    return run, data
+
+
+def copy_run(trained_run, tmp_path):
+    run, data = trained_run
+    dst = str(tmp_path / "run")
+    shutil.copytree(run, dst)
+    return dst, data
+
+
+def test_resume_without_checkpoint(image_folder, tmp_path, capfd):
+    run = tmp_path / "run"
+    rc, out, err = main_in_process(capfd, *train_argv("train_6ch_rgbrgb", run, "d", image_folder, 4,
+                                                      flags=["--resume_training"]))
+    assert_one_line_error(rc, err, "checkpoint")
+    assert not glob.glob(str(run / "**" / "checkpoint*.pth"), recursive=True)
+
+
+def mismatches(line):
+    """{'ngf': ('8', '16'), ...} from '...: ngf: checkpoint 8, config 16; ...'."""
+    return {k: (a.strip(), b.strip()) for k, a, b in re.findall(r"(\w+): checkpoint ([^,;:]+), config ([^,;:]+)", line)}
+
+
+def test_resume_with_other_transform_and_ngf(trained_run, tmp_path, capfd):
+    run, data = copy_run(trained_run, tmp_path)
+    log_dir = os.path.join(run, "logs", "base")
+    before = snapshot(log_dir)
+    rc, out, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "base", data, 4, "model.ngf=16",
+                                                      flags=["--resume_training"]))
+    diffs = mismatches(assert_one_line_error(rc, err))
+    assert "channel_copy" in diffs["transform"][0] and "pixel_scale" in diffs["transform"][1]
+    assert diffs["ngf"] == ("8", "16")
+    assert diffs["channels"] == ("6", "12")
+    # a refused resume leaves the run as it was: checkpoints and the config that describes them
+    after = snapshot(log_dir)
+    after.pop("stdout.txt"), before.pop("stdout.txt")
+    assert after == before
+
+
+def test_resume_with_only_other_ngf(trained_run, tmp_path, capfd):
+    run, data = copy_run(trained_run, tmp_path)
+    ckpt = os.path.join(run, "logs", "base", "checkpoint.pth")
+    before = snapshot(os.path.dirname(ckpt))
+    rc, out, err = main_in_process(capfd, *train_argv("train_6ch_rgbrgb", run, "base", data, 4, "model.ngf=16",
+                                        flags=["--resume_training"]))
+    assert mismatches(assert_one_line_error(rc, err, "ngf")) == {"ngf": ("8", "16")}
+    after = snapshot(os.path.dirname(ckpt))
+    assert after["checkpoint.pth"] == before["checkpoint.pth"]
+    assert after["config.yml"] == before["config.yml"]
+
+
+def test_resume_by_the_cli(run_main, trained_run, tmp_path):
+    run, data = copy_run(trained_run, tmp_path)
+    log_dir = os.path.join(run, "logs", "base")
+    ck2 = load(os.path.join(log_dir, "checkpoint.pth"))
+    rc, out, err = run_main(*train_argv("train_6ch_rgbrgb", run, "base", data, 5, "training.snapshot_freq=4",
+                                        flags=["--resume_training"]))
+    assert rc == 0, err
+    ck = load(os.path.join(log_dir, "checkpoint.pth"))
+    assert ck["step"] == 5 and load(os.path.join(log_dir, "checkpoint_4.pth"))["step"] == 4
+    assert all(s["step"].item() == 5 for s in ck["optimizer"]["state"].values())
+    assert ck["train_seconds"] > ck2["train_seconds"]
+    assert "resumed from step 2" in open(os.path.join(log_dir, "stdout.txt")).read()
+
+
+def test_rerun_is_refused_by_the_cli(run_main, trained_run, tmp_path):
+    run, data = copy_run(trained_run, tmp_path)
+    before = snapshot(run)
+    rc, out, err = run_main(*train_argv("train_6ch_rgbrgb", run, "base", data, 2))
+    assert_one_line_error(rc, err, "--resume_training", "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_unknown_runner_lists_names(image_folder, tmp_path, capfd):
+    rc, out, err = main_in_process(capfd, *train_argv("train_7ch", tmp_path / "run", "d", image_folder, 2))
+    line = assert_one_line_error(rc, err, "train_7ch")
+    for name in PAPER_NAMES:
+        assert name in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("verbose", ["info", "debug"])
+def test_missing_data_folder(run_main, tmp_path, verbose):
+    missing = tmp_path / "no_such_folder"
+    rc, out, err = run_main(*train_argv("train_3ch_rgb", tmp_path / "run", "d", missing, 2,
+                                        flags=["--verbose", verbose]))
+    assert rc == 1
+    if verbose == "info":
+        assert_one_line_error(rc, err, str(missing), "does not exist")
+    else:
+        assert "Traceback" in err and "HGMError" in err
+        assert err.rstrip().splitlines()[-1].startswith("error: ")
+    assert not glob.glob(str(tmp_path / "run" / "**" / "checkpoint*.pth"), recursive=True)
+
+
+def test_overwrite_moves_the_old_run_aside(run_main, trained_run, tmp_path):
+    run, data = copy_run(trained_run, tmp_path)
+    old_logs = snapshot(os.path.join(run, "logs", "base"))
+    old_tb = snapshot(os.path.join(run, "tensorboard", "base"))
+    rc, out, err = run_main(*train_argv("train_6ch_rgbrgb", run, "base", data, 2, flags=["--overwrite"]))
+    assert rc == 0, err
+    moved_logs = glob.glob(os.path.join(run, "logs", "base.replaced-*"))
+    moved_tb = glob.glob(os.path.join(run, "tensorboard", "base.replaced-*"))
+    assert len(moved_logs) == 1 and len(moved_tb) == 1
+    assert snapshot(moved_logs[0]) == old_logs  # nothing deleted or changed
+    assert snapshot(moved_tb[0]) == old_tb
+    new = snapshot(os.path.join(run, "logs", "base"))
+    assert {"checkpoint.pth", "checkpoint_2.pth", "config.yml", "stdout.txt"} <= set(new)
+    assert new["checkpoint.pth"] != old_logs["checkpoint.pth"]
+    ck = load(os.path.join(run, "logs", "base", "checkpoint.pth"))
+    assert ck["step"] == 2 and all(s["step"].item() == 2 for s in ck["optimizer"]["state"].values())
+    assert "resumed" not in err
+
+
+def test_help_mentions_every_flag(run_main):
+    rc, out, err = run_main("--help")
+    assert rc == 0
+    for flag in ["--runner", "--config", "--doc", "--test", "--image_folder", "--resume_training", "--seed",
+                 "--run", "--verbose", "--comment", "--set", "--device", "--model", "--overwrite"]:
+        assert re.search(re.escape(flag) + r"\b", out), flag
+    for name in PAPER_NAMES:
+        assert name in out
+
+
+def test_bad_command_line_exits_2(run_main):
+    rc, out, err = run_main("--runner", "train_6ch_rgbrgb", "--doc", "d")  # no --config
+    assert rc == 2 and "--config" in err
+
+
+def test_in_process_runs_do_not_share_log_files(trained_run, tmp_path):
+    """Each run's stdout.txt holds its own log only, also when main() runs twice in one process."""
+    _, data = trained_run
+    run = str(tmp_path / "run")
+    hgm = logging.getLogger("hgm")
+    n_handlers = len(hgm.handlers)
+    assert hgm_main.main(train_argv("train_3ch_rgb", run, "first", data, 2)) == 0
+    assert len(hgm.handlers) <= max(n_handlers, 1)
+    assert hgm_main.main(train_argv("train_3ch_rgb", run, "second", data, 2)) == 0
+    first = open(os.path.join(run, "logs", "first", "stdout.txt")).read()
+    second = open(os.path.join(run, "logs", "second", "stdout.txt")).read()
+    assert "logs/first" in first and "logs/second" not in first
+    assert "logs/second" in second and "logs/first" not in second
+    assert not any(isinstance(h, logging.FileHandler) for h in hgm.handlers)
