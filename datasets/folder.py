@@ -147,13 +147,28 @@ def training_images(folder, crop, val_images=0, preload=True, seed=0):
     else:
         images = LazyImages(paths)
     n = len(images)
-    if val_images >= n:
-        raise HGMError(f"data.val_images={val_images} leaves no training image (found {n} usable)")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    val_idx, train_idx = perm[:val_images], perm[val_images:]
+    val_idx, train_idx = split_indices(n, val_images, seed)
     pick = (lambda idx: [images[i] for i in sorted(idx)]) if preload else \
         (lambda idx: LazyImages([paths[i] for i in sorted(idx)]))
     return pick(train_idx), pick(val_idx), n
+
+
+def split_indices(n, val_images, seed=0):
+    """(held-out, training) indices: a seeded permutation, the same every time."""
+    if val_images >= n:
+        raise HGMError(f"data.val_images={val_images} leaves no training image (found {n} usable)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return perm[:val_images], perm[val_images:]
+
+
+def held_out_paths(folder, crop, val_images, preload=True, seed=0):
+    """The files `training_images` holds out (same arguments, same answer): where
+    step sizes may be tuned without touching evaluation images."""
+    paths = list_images(folder)
+    if preload:
+        paths = [p for p, _ in read_images(paths, min_size=crop)]
+    val_idx, _ = split_indices(len(paths), val_images, seed)
+    return [paths[i] for i in sorted(val_idx)]
 
 
 def as_float(x):
