@@ -179,6 +179,20 @@ def load_inputs(tcfg):
     return items
 
 
+def earlier_cost(prev_folder, stem):
+    """(NFE, seconds) the earlier stage spent on `stem`, from the metrics.csv next to
+    its restored/ folder, so a progressive result's cost includes both stages."""
+    path = os.path.join(os.path.dirname(os.path.normpath(prev_folder)), "metrics.csv")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row["image"] == stem and row.get("nfe"):
+                    return int(float(row["nfe"])), float(row["seconds"] or 0)
+    log.warning("progressive: no cost of the earlier stage for %s in %s; NFE and seconds count this stage only",
+                stem, path)
+    return 0, 0.0
+
+
 def read_prev(folder, stem, h, w):
     for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg"):
         p = os.path.join(folder, stem + ext)
@@ -246,13 +260,14 @@ class RestoreRunner:
             save_image(y, os.path.join(out, "input", stem + ".png"))
             t0 = time.time()
             try:
-                result, anchor_nfe = self._restore_one(prior, prev_prior, stem, gt, y, mask, out, traces)
+                result, (anchor_nfe, anchor_seconds) = self._restore_one(prior, prev_prior, stem, gt, y, mask,
+                                                                         out, traces)
             except SamplerDiverged as e:
                 log.error("%s: %s; nothing written for it", stem, e)
                 failures.append(stem)
                 rows.append({"image": stem, "status": f"diverged (step_lr={step_lr:g})"})
                 continue
-            seconds = time.time() - t0
+            seconds = time.time() - t0 + anchor_seconds
             path = os.path.join(out, "restored", stem + ".png")
             save_image(result, path)
             row = {"image": stem, "nfe": n_eval + anchor_nfe, "seconds": round(seconds, 2), "status": "ok"}
@@ -270,7 +285,7 @@ class RestoreRunner:
     def _restore_one(self, prior, prev_prior, stem, gt, y, mask, out, traces):
         tcfg, pcfg, device = self.cfg["test"], self.cfg["test"]["progressive"], self.device
         yd, md = y[None].to(device), mask[None].to(device)
-        anchor, extra = None, 0
+        anchor, extra = None, (0, 0.0)
         with torch.inference_mode():
             if pcfg["enabled"]:
                 if prev_prior is not None:
@@ -279,9 +294,10 @@ class RestoreRunner:
                     with level_bar(len(prev_prior.sigmas) * n, f"{stem} stage 1") as bar:
                         anchor = restore_image(prev_prior, yd, md, tcfg, lr, n, progress=bar)
                     save_image(anchor[0], os.path.join(out, "stage1", stem + ".png"))
-                    extra = nfe(len(prev_prior.sigmas), n, tcfg["denoise"])
+                    extra = (nfe(len(prev_prior.sigmas), n, tcfg["denoise"]), 0.0)  # its time is in ours
                 else:
                     anchor = read_prev(pcfg["prev_folder"], stem, *y.shape[-2:])[None].to(device)
+                    extra = earlier_cost(pcfg["prev_folder"], stem)
             callback = None
             if tcfg["trace_freq"] and gt is not None:
                 from evaluation.metrics import psnr

@@ -82,6 +82,7 @@ def test_every_paper_runner_restores_and_scores_honestly(name, priors, tmp_path)
     assert abs(float(mean["psnr"]) - np.mean([float(r["psnr"]) for r in rows[:-1]])) < 1e-3
     if name.endswith("_p"):
         assert len(glob.glob(os.path.join(out, "stage1", "*.png"))) == 2
+    assert [int(float(r["nfe"])) for r in rows[:-1]] == [20 if name.endswith("_p") else 10] * 2
 
 
 def test_progressive_from_a_folder_of_earlier_results(priors, tmp_path):
@@ -92,7 +93,10 @@ def test_progressive_from_a_folder_of_earlier_results(priors, tmp_path):
     assert run_main("--runner", "Test_12ch_inpainting_pool_p", "--config", "tiny.yml", "--doc", "pool", "--run", run,
                     "-o", second, "--set", f"test.data_path={data}", f"test.progressive.prev_folder={first}/restored",
                     *FAST) == 0
-    assert len(read_metrics(second)) == 3
+    rows = read_metrics(second)
+    assert len(rows) == 3
+    # the cost of a progressive result includes the earlier stage's evaluations (10 + 10)
+    assert [int(float(r["nfe"])) for r in rows[:2]] == [20, 20]
 
 
 def test_missing_checkpoint_fails_before_any_work(priors, tmp_path, capsys):
