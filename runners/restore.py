@@ -94,6 +94,7 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
         x0 = initial_state(tcfg["init"], yk, mk)
         xk = annealed_langevin(prior.score, t.forward(x0), prior.sigmas, step_lr, n_steps_each, project=project,
                                anchor=None if anchors is None else t.forward(anchors[k:k + chunk]),
+                               anchor_weight=tcfg["progressive"]["weight"] if anchors is not None else 1.0,
                                update=tcfg["update"], denoise=tcfg["denoise"], progress=progress,
                                callback=callback)
         outs.append(t.inverse(xk))

@@ -20,14 +20,14 @@ def step_sizes(sigmas, step_lr):
     return [step_lr * (float(s) / float(sigmas[-1])) ** 2 for s in sigmas]
 
 
-def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, anchor=None,
+def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, anchor=None, anchor_weight=1.0,
                       update="reference", denoise=False, callback=None, progress=None, divergence_limit=1e4):
     """Run the annealed sampler and return the final iterate (lifted space).
 
     score_fn(x, labels) -> score; x: B×C×H×W initial state.
     project(x) -> x with the measurement enforced (called after every step).
-    anchor: lifted earlier estimate; adds −η·λ·(x − anchor), λ = 1/σ_i² (progressive
-    strategy, paper Eq. 11).
+    anchor: lifted earlier estimate; adds −η·λ·(x − anchor), λ = anchor_weight/σ_i²
+    (progressive strategy, paper Eq. 11; the paper's weight is 1).
     update: "reference" — x ← x + η s(x̂); x̂ ← x + √(2η) z (the score is read at a
     noisy copy, as the paper's code does); "langevin" — x ← x + η s(x) + √(2η) z.
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie),
@@ -51,7 +51,7 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, 
             else:
                 x = x + eta * score_fn(x, labels) + noise_scale * torch.randn_like(x)
             if anchor is not None:
-                x = x - (eta / sigma ** 2) * (x - anchor)
+                x = x - (anchor_weight * eta / sigma ** 2) * (x - anchor)
             x = project(x)
             if update == "reference":
                 x_noisy = x + noise_scale * torch.randn_like(x)

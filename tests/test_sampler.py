@@ -109,7 +109,7 @@ class FakePrior:
 
 
 TCFG = {"patch_size": None, "patch_stride": 8, "pad_mode": "reflect", "patch_batch": None, "init": "uniform",
-        "update": "reference", "denoise": True}
+        "update": "reference", "denoise": True, "progressive": {"weight": 1.0}}
 
 
 @pytest.mark.parametrize("transform", ["identity", "channel_copy", "pixel_scale"])
@@ -164,3 +164,14 @@ def test_the_sampler_never_needs_the_ground_truth():
         outs.append(restore_image(FakePrior(make_transform("identity")), gt * mask, mask, TCFG, 0.01, 2))
     assert torch.equal(outs[0], outs[1])
     assert not math.isnan(float(outs[0].sum()))
+
+
+def test_progressive_weight_scales_the_pull():
+    """weight 0 is no anchor at all; a weight w contracts by (1 - w·η/σ²) per step."""
+    sig = torch.tensor([1.0])
+    anchor = torch.zeros(1, 3, 2, 2)
+    zero = lambda x, lab: torch.zeros_like(x)  # noqa: E731
+    none = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, anchor=anchor, anchor_weight=0.0)
+    assert torch.equal(none, torch.ones(1, 3, 2, 2))
+    half = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, anchor=anchor, anchor_weight=0.5)
+    assert torch.allclose(half, torch.full((1, 3, 2, 2), (1 - 0.05) ** 3))
