@@ -1,7 +1,7 @@
 """HGM's liftings of an RGB image to a higher-dimensional tensor (paper, Sec. 3).
 
 Each transform maps a batch B×3×H×W to B×C×H'×W' and back; `inverse(forward(x))`
-is exactly `x`. The network's channel count is `transform.channels`.
+is exactly `x` (for channel copy with k a power of two; otherwise to float rounding). The network's channel count is `transform.channels`.
 """
 import torch
 import torch.nn.functional as F

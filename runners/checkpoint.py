@@ -7,6 +7,7 @@ checkpoint was trained with is compared with the one asked for.
 import glob
 import os
 import re
+import time
 
 import torch
 
@@ -17,6 +18,17 @@ def atomic_save(obj, path):
     tmp = f"{path}.tmp-{os.getpid()}"
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def move_aside(path, tag="replaced"):
+    """Rename `path` to a fresh `<path>.<tag>-<time>[-n]` (nothing is ever deleted); returns the new name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    new, n = f"{path}.{tag}-{stamp}", 1
+    while os.path.exists(new):
+        n += 1
+        new = f"{path}.{tag}-{stamp}-{n}"
+    os.rename(path, new)
+    return new
 
 
 def strip_module_prefix(state):
@@ -61,7 +73,8 @@ def model_signature(cfg):
     from datasets.transforms import transform_from_config
     t = transform_from_config(cfg)
     m = cfg["model"]
-    return {"transform": f"{t.name}(factor {cfg['data']['transform_factor']})", "channels": t.channels,
+    name = t.name if t.name == "identity" else f"{t.name}(factor {cfg['data']['transform_factor']})"
+    return {"transform": name, "channels": t.channels,
             "ngf": m["ngf"], "num_classes": m["num_classes"],
             "sigma_begin": float(m["sigma_begin"]), "sigma_end": float(m["sigma_end"])}
 

@@ -165,6 +165,18 @@ def schema():
     return _read_yaml(SCHEMA_FILE)
 
 
+def canonical_transform(explicit, overrides):
+    """Transform aliases (rgbrgb, pool, ...) become their canonical names in place,
+    so `--set data.transform=pool` agrees with the runner train_12ch_pool."""
+    from datasets.transforms import ALIASES
+    data = explicit.get("data")
+    if isinstance(data, dict) and isinstance(data.get("transform"), str):
+        data["transform"] = ALIASES.get(data["transform"].lower(), data["transform"].lower())
+    if isinstance(overrides.get("data.transform"), str):
+        t = overrides["data.transform"].lower()
+        overrides["data.transform"] = ALIASES.get(t, t)
+
+
 def load_config(name, overrides=None, fixed=None):
     """Resolve a config: schema defaults <- file (with _base_) <- fixed <- overrides.
 
@@ -173,6 +185,8 @@ def load_config(name, overrides=None, fixed=None):
     """
     path = resolve_config_path(name)
     explicit = read_config_file(path)
+    overrides = dict(overrides or {})
+    canonical_transform(explicit, overrides)
     for src_name, src in (("config file", flatten(explicit)), ("--set", overrides or {})):
         for key, value in (fixed or {}).items():
             if key in src and src[key] != value:

@@ -15,7 +15,7 @@ from datasets.folder import list_images, read_image, save_image
 from datasets.operators import MaskedObservation, bayer_mask, box_mask, random_mask
 from datasets.transforms import make_transform, transform_from_config
 from models.ncsn import CondRefineNetDilated, get_sigmas
-from runners.checkpoint import check_compatible, load_checkpoint, strip_module_prefix
+from runners.checkpoint import check_compatible, load_checkpoint, move_aside, strip_module_prefix
 from runners.config import dump_config
 from runners.errors import HGMError
 from runners.patches import from_patches, pad_to_multiple, to_patches
@@ -320,9 +320,7 @@ class RestoreRunner:
             if not getattr(self.args, "overwrite", False):
                 raise HGMError(f"output folder {out} already holds results; choose another -o/--image_folder "
                                f"or pass --overwrite (the old folder is renamed, not deleted)")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            os.rename(out, f"{out}.replaced-{stamp}")
-            log.warning("moved the earlier %s to %s.replaced-%s", out, out, stamp)
+            log.warning("moved the earlier %s to %s", out, move_aside(out))
         os.makedirs(out, exist_ok=True)
 
     @staticmethod

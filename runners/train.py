@@ -27,7 +27,7 @@ from losses.dsm import anneal_dsm_loss
 from models.ema import EMA
 from models.ncsn import CondRefineNetDilated, get_sigmas
 from runners import distributed
-from runners.checkpoint import (check_compatible, existing_checkpoints, load_checkpoint,
+from runners.checkpoint import (check_compatible, existing_checkpoints, load_checkpoint, move_aside,
                                 save_checkpoint, strip_module_prefix)
 from runners.config import dump_config
 from runners.errors import HGMError
@@ -71,11 +71,9 @@ def prepare_run_dirs(args, log_dir, tb_dir):
             raise HGMError(f"{log_dir} already holds {len(found)} checkpoint file(s); pass --resume_training "
                            f"to continue it, --overwrite to start afresh (the old run is kept aside), "
                            f"or choose another --doc")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         for d in (log_dir, tb_dir):
             if os.path.exists(d):
-                os.rename(d, f"{d}.replaced-{stamp}")
-                log.warning("moved the earlier %s to %s.replaced-%s", d, d, stamp)
+                log.warning("moved the earlier %s to %s", d, move_aside(d))
 
 
 class TrainRunner:
@@ -102,6 +100,9 @@ class TrainRunner:
         if dcfg["image_size"] % (transform.size_multiple * 2):
             raise HGMError(f"data.image_size={dcfg['image_size']} must be divisible by "
                            f"{transform.size_multiple * 2} for the {transform.name} transform")
+        for key in ("snapshot_freq", "log_freq", "batch_size", "n_iters"):
+            if tr[key] < 1:
+                raise HGMError(f"training.{key} must be at least 1, got {tr[key]}")
         if tr["batch_size"] % self.world:
             raise HGMError(f"training.batch_size={tr['batch_size']} (the global batch) does not divide by "
                            f"the world size {self.world}")
@@ -172,14 +173,14 @@ class TrainRunner:
                                              pin_memory=device.type == "cuda")
         val = self._validation_set(val_imgs, transform, sigmas) if (self.main and val_imgs) else None
 
-        writer = None
-        if self.main:
-            from tensorboardX import SummaryWriter
-            writer = SummaryWriter(tb_dir)
         n_iters = tr["n_iters"]
         if step >= n_iters:
             log.info("checkpoint is at step %d, training.n_iters=%d: nothing to do", step, n_iters)
             return
+        writer = None
+        if self.main:
+            from tensorboardX import SummaryWriter
+            writer = SummaryWriter(tb_dir)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr["bf16"])
         bar = tqdm(total=n_iters, initial=step, disable=not self.main, desc=f"train {args.doc}",
                    dynamic_ncols=True, mininterval=1.0)

@@ -217,3 +217,11 @@ def test_unknown_runner_lists_valid_names(bad):
     assert repr(bad) in msg
     for name in PAPER_TRAIN + PAPER_TEST + list(RUNNERS):
         assert name in msg
+
+
+def test_transform_aliases_agree_with_the_runner():
+    from runners.config import load_config, parse_set
+    from runners.registry import resolve_runner
+    _, _, fixed = resolve_runner("train_12ch_pool")
+    cfg = load_config("tiny.yml", parse_set(["data.transform=pool"]), fixed)
+    assert cfg["data"]["transform"] == "pixel_scale"

@@ -268,3 +268,20 @@ def test_in_process_runs_do_not_share_log_files(trained_run, tmp_path):
     second = open(os.path.join(run, "logs", "second", "stdout.txt")).read()
     assert "logs/first" in first and "logs/second" not in first
     assert "logs/second" in second and "logs/first" not in second
+
+
+@pytest.mark.parametrize("key", ["snapshot_freq", "log_freq"])
+def test_zero_frequencies_are_refused_with_a_message(key, tmp_path, image_folder, capsys):
+    import main as hgm_main
+    rc = hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "z", "--run", str(tmp_path),
+                        "--set", f"data.path={image_folder}", f"training.{key}=0"])
+    assert rc == 1 and f"training.{key} must be at least 1" in capsys.readouterr().err
+
+
+def test_move_aside_never_reuses_a_name(tmp_path):
+    from runners.checkpoint import move_aside
+    names = []
+    for _ in range(3):
+        (tmp_path / "d").mkdir()
+        names.append(move_aside(str(tmp_path / "d")))
+    assert len(set(names)) == 3 and all(os.path.isdir(n) for n in names)
