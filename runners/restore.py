@@ -30,7 +30,7 @@ log = logging.getLogger("hgm")
 class Prior:
     """A trained score network with its transform and noise levels."""
 
-    def __init__(self, ckpt, cfg, device, use_ema=True, bf16=False):
+    def __init__(self, ckpt, cfg, device, use_ema=True, bf16=False, compile=False, channels_last=False):
         self.cfg = cfg
         self.transform = transform_from_config(cfg)
         m = cfg["model"]
@@ -38,19 +38,29 @@ class Prior:
         weights = ckpt["ema"] if (use_ema and "ema" in ckpt) else ckpt["model"]
         self.model.load_state_dict(strip_module_prefix({k: v.float() for k, v in weights.items()}), strict=True)
         self.sigmas = get_sigmas(m["sigma_begin"], m["sigma_end"], m["num_classes"], device)
-        self.device, self.bf16 = device, bf16
+        self.device, self.bf16, self.channels_last = device, bf16, channels_last
         self.step = int(ckpt.get("step", -1))
+        self.net = self.model
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            self.net = torch.compile(self.model, dynamic=False)
 
     def score(self, x, labels):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(x, labels).float()
+            return self.net(x, labels).float()
 
 
-def load_prior(path, cfg, device, use_ema, bf16, check=True):
+def load_prior(path, cfg, device, tcfg, check=True):
+    """The prior at `path`, checked against `cfg` (unless `check` is false: an
+    earlier stage's prior brings its own config)."""
     ckpt = load_checkpoint(path, map_location=device)
     if check:
         check_compatible(ckpt, cfg, path)
-    return Prior(ckpt, cfg if check else ckpt["config"], device, use_ema, bf16)
+    return Prior(ckpt, cfg if check else ckpt["config"], device, tcfg["use_ema"], tcfg["bf16"], tcfg["compile"],
+                 tcfg["channels_last"])
 
 
 # ----------------------------------------------------------------------------- restoration
@@ -221,7 +231,7 @@ class RestoreRunner:
         out = args.image_folder or os.path.join(args.run, "restore", args.doc)
         ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", args.doc, "checkpoint.pth")
         # everything that can be wrong is checked before any sampling
-        prior = load_prior(ckpt_path, cfg, device, tcfg["use_ema"], tcfg["bf16"])
+        prior = load_prior(ckpt_path, cfg, device, tcfg)
         prev_prior = None
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
@@ -229,7 +239,7 @@ class RestoreRunner:
                                "and test.progressive.prev_folder")
             if pcfg["prev_doc"]:
                 prev_path = os.path.join(args.run, "logs", pcfg["prev_doc"], "checkpoint.pth")
-                prev_prior = load_prior(prev_path, None, device, tcfg["use_ema"], tcfg["bf16"], check=False)
+                prev_prior = load_prior(prev_path, None, device, tcfg, check=False)
         elif pcfg["prev_doc"] or pcfg["prev_folder"]:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         items = load_inputs(tcfg)
