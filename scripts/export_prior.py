@@ -27,13 +27,49 @@ def export(src, dst, use_ema=False):
     return out
 
 
+def model_card(out, dst, command, machine, held_out):
+    cfg = out["config"]
+    d, m, t = cfg["data"], cfg["model"], cfg["training"]
+    hours = (out["train_seconds"] or 0) / 3600
+    lines = [f"# {os.path.basename(dst)}", "",
+             f"A {d['transform']} prior (HGM {'3' if d['transform'] == 'identity' else ''}"
+             f"{'6' if d['transform'] == 'channel_copy' else ''}{'12' if d['transform'] == 'pixel_scale' else ''}"
+             f"-channel), CondRefineNetDilated, trained by annealed DSM.", "",
+             "| | |", "|---|---|",
+             f"| data | `{d['path']}` (CBSD432), {d['val_images']} images held out (seed 0): {', '.join(held_out)} |",
+             f"| crops | {d['image_size']}×{d['image_size']} colour pixels, 8-fold augmentation: {d['augment']}, "
+             f"dequantised: {d['dequantize']} |",
+             f"| network | ngf {m['ngf']}, {m['num_classes']} noise levels {m['sigma_begin']} → {m['sigma_end']} |",
+             f"| optimiser | {cfg['optim']['optimizer']}, lr {cfg['optim']['lr']}, batch {t['batch_size']}, "
+             f"bf16 autocast: {t['bf16']} |",
+             f"| steps | {out['step']} |",
+             f"| wall time | {hours:.2f} h |",
+             f"| machine | {machine} |",
+             f"| final training loss | {out['loss']:.2f} (one batch) |" if out["loss"] is not None else None,
+             f"| validation loss | {out['val_loss']:.2f} (fixed held-out crops, levels and noise) |"
+             if out["val_loss"] is not None else None,
+             f"| weights | {out['weights']} weights, float16 ({os.path.getsize(dst) / 1e6:.1f} MB) |", "",
+             "Trained with:", "", "```bash", command, "```", "",
+             f"Exported with `python scripts/export_prior.py <run>/logs/<doc>/{out['exported_from']} {dst}`."]
+    with open(os.path.splitext(dst)[0] + ".md", "w") as f:
+        f.write("\n".join(line for line in lines if line is not None) + "\n")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--ema", action="store_true", help="export the EMA weights")
+    p.add_argument("--card", action="store_true", help="also write a model card next to DST (.md)")
+    p.add_argument("--command", default="(not recorded)", help="the training command, for the card")
+    p.add_argument("--machine", default="(not recorded)", help="where it trained, for the card")
     a = p.parse_args(argv)
     out = export(a.src, a.dst, a.ema)
+    if a.card:
+        from datasets.folder import held_out_paths
+        d = out["config"]["data"]
+        held = [os.path.basename(x) for x in held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])]
+        model_card(out, a.dst, a.command, a.machine, held)
     print(f"{a.dst}: step {out['step']}, {os.path.getsize(a.dst) / 1e6:.1f} MB, loss {out['loss']}, "
           f"validation loss {out['val_loss']}")
     return 0
