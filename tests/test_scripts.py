@@ -1,0 +1,61 @@
+"""The scripts behind the README tables, on tiny data."""
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import main as hgm_main
+from scripts import benchmark, export_prior, make_table, run_baseline
+
+
+def images(folder, n=2, size=(24, 32)):
+    os.makedirs(folder, exist_ok=True)
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    for i in range(n):
+        img = np.stack([np.sin(xx / (4 + i)), np.cos(yy / 5), np.sin((xx + yy) / 6)], -1) * 0.4 + 0.5
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(os.path.join(folder, f"s{i}.png"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p")
+    data = images(str(root / "train"), n=3, size=(40, 48))
+    assert hgm_main.main(["--runner", "train_12ch_pool", "--config", "tiny.yml", "--doc", "p", "--run", str(root),
+                          "--set", f"data.path={data}", "training.n_iters=2"]) == 0
+    return os.path.join(root, "logs", "p", "checkpoint.pth")
+
+
+def test_an_exported_prior_is_small_and_restores_like_a_checkpoint(prior, tmp_path):
+    dst = str(tmp_path / "prior.pth")
+    out = export_prior.export(prior, dst)
+    saved = torch.load(dst, weights_only=True)
+    assert "optimizer" not in saved and all(v.dtype == torch.float16 for v in saved["model"].values())
+    assert out["step"] == 2
+    data = images(str(tmp_path / "test"))
+    assert hgm_main.main(["--runner", "Test_12ch_demoscaicking_pool", "--config", "tiny.yml", "--doc", "x", "--test",
+                          "-o", str(tmp_path / "o"), "--set", f"test.data_path={data}", f"test.checkpoint={dst}",
+                          "test.n_steps_each=1"]) == 0
+
+
+@pytest.mark.parametrize("method,task", [("bilinear", "demosaic"), ("malvar", "demosaic"), ("biharmonic", "inpaint")])
+def test_baseline_script_writes_the_restore_layout(method, task, tmp_path):
+    data = images(str(tmp_path / "d"))
+    out = str(tmp_path / method)
+    assert run_baseline.main(["--method", method, "--task", task, "--data", data, "-o", out,
+                              "--missing_rate", "0.5", "--border", "2"]) == 0
+    with open(os.path.join(out, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == ["s0", "s1", "mean"]
+    assert all(float(r["psnr"]) > 20 for r in rows)  # smooth images: every classical method does well
+    text = make_table.table([(method, out)])
+    assert f"| {method} | 2 |" in text
+
+
+def test_benchmark_runs_and_prints_its_last_line(capsys):
+    assert benchmark.main(["--size", "32", "--nfe", "10", "--ngf", "8", "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("speedup_vs_reference=") and "flop_utilisation=" in last
