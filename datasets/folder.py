@@ -33,8 +33,36 @@ def list_images(folder, recursive=True):
     return paths
 
 
+def _from_integer_array(arr):
+    """H×W[×C] integer or float array -> H×W×3 float32 in [0, 1] (alpha dropped)."""
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFFs
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float64) / np.iinfo(arr.dtype).max
+    arr = np.clip(arr.astype(np.float64), 0, 1)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[2] in (2, 4):  # grey+alpha, RGBA
+        arr = arr[..., :-1]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"unsupported image layout {arr.shape}")
+    return arr.astype(np.float32)
+
+
 def read_array(path):
-    """An image file as H×W×3 float32 in [0, 1] (16-bit files keep their precision)."""
+    """An image file as H×W×3 float32 in [0, 1].
+
+    16-bit greyscale PNGs and 16-bit TIFFs (read with tifffile, which
+    scikit-image brings) keep their precision; Pillow reads 16-bit colour PNGs
+    at 8 bits per channel."""
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+        try:
+            return _from_integer_array(tifffile.imread(path))
+        except (ValueError, TypeError, tifffile.TiffFileError):
+            pass  # compressed or exotic TIFFs: let Pillow try
     with Image.open(path) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

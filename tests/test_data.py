@@ -259,3 +259,31 @@ def test_lazy_loading_gives_the_same_split(tmp_path):
     assert len(tr_l) == 3 and len(va_l) == 2
     for a, b in zip(tr_p + va_p, list(tr_l) + list(va_l)):
         assert torch.equal(as_float(a), b)
+
+
+def test_16bit_colour_tiff_keeps_its_precision(tmp_path):
+    import tifffile
+    from datasets.folder import read_image
+    a = (np.random.default_rng(0).random((6, 7, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", a, photometric="rgb")
+    x = read_image(str(tmp_path / "deep.tif"))
+    assert x.shape == (3, 6, 7)
+    assert np.abs(x.permute(1, 2, 0).numpy() - a / 65535.0).max() < 1e-6
+
+
+def test_16bit_colour_png_is_read_to_8_bit_precision(tmp_path):
+    """Pillow reads 48-bit PNGs at 8 bits per channel: within one 8-bit level."""
+    import struct
+    import zlib
+    from datasets.folder import read_image
+    a = (np.random.default_rng(1).random((5, 6, 3)) * 65535).astype(">u2")
+    raw = b"".join(b"\x00" + a[i].tobytes() for i in range(5))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 5, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "deep.png").write_bytes(png)
+    x = read_image(str(tmp_path / "deep.png"))
+    assert x.shape == (3, 5, 6)
+    assert np.abs(x.permute(1, 2, 0).numpy() - a.astype(np.float64) / 65535.0).max() <= 1 / 255
