@@ -76,7 +76,8 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
     t = prior.transform
     multiple = 2 * t.size_multiple  # the network halves the lifted size once
     h, w = y.shape[-2:]
-    stack = torch.cat([y, mask] + ([anchor] if anchor is not None else []), dim=1)
+    init = initial_image(tcfg["init"], y, mask)
+    stack = torch.cat([y, mask, init] + ([anchor] if anchor is not None else []), dim=1)
     patch = tcfg["patch_size"]
     if patch:
         if patch % multiple:
@@ -84,8 +85,8 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
         tiles, layout = to_patches(stack, patch, tcfg["patch_stride"], tcfg["pad_mode"])
     else:
         tiles, (h0, w0) = pad_to_multiple(stack, multiple, tcfg["pad_mode"])
-    ys, ms = tiles[:, :3], tiles[:, 3:6]
-    anchors = tiles[:, 6:9] if anchor is not None else None
+    ys, ms, inits = tiles[:, :3], tiles[:, 3:6], tiles[:, 6:9]
+    anchors = tiles[:, 9:12] if anchor is not None else None
     if not patch and tiles.shape[-2:] != (h, w):
         # padded samples are unknown to the sampler, whatever the pad copied
         ms = ms.clone()
@@ -101,8 +102,8 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
         def project(v, op=op, yk=yk):
             return t.forward(op.project(t.inverse(v), yk))
 
-        x0 = initial_state(tcfg["init"], yk, mk)
-        xk = annealed_langevin(prior.score, t.forward(x0), prior.sigmas, step_lr, n_steps_each, project=project,
+        xk = annealed_langevin(prior.score, t.forward(inits[k:k + chunk]), prior.sigmas, step_lr, n_steps_each,
+                               project=project, first_level=tcfg["start_level"],
                                anchor=None if anchors is None else t.forward(anchors[k:k + chunk]),
                                anchor_weight=tcfg["progressive"]["weight"] if anchors is not None else 1.0,
                                update=tcfg["update"], denoise=tcfg["denoise"], progress=progress,
@@ -115,14 +116,26 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
     return MaskedObservation(mask).project(out.clamp(0, 1), y)
 
 
-def initial_state(kind, y, mask):
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "biharmonic")
+
+
+def initial_image(kind, y, mask):
+    """The sampler's starting point, on the whole image (1×3×H×W).
+
+    uniform is the paper's U(0,1) (uniform_sym: U(-1,1)); measurement keeps the
+    known values; bilinear/malvar (demosaicking) and biharmonic (inpainting)
+    start from a classical estimate, which with test.start_level > 0 lets the
+    sampler skip the highest noise levels (fewer evaluations)."""
     if kind == "uniform":
         return torch.rand_like(y)
     if kind == "uniform_sym":
         return torch.rand_like(y) * 2 - 1
     if kind == "measurement":
         return torch.where(mask > 0.5, y, torch.rand_like(y))
-    raise HGMError(f"unknown test.init {kind!r} (uniform | uniform_sym | measurement)")
+    if kind in ("bilinear", "malvar", "biharmonic"):
+        from evaluation.baselines import run_baseline
+        return run_baseline(kind, y[0].cpu(), mask[0].cpu())[None].to(y.device, y.dtype)
+    raise HGMError(f"unknown test.init {kind!r} ({' | '.join(INITS)})")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -260,7 +273,7 @@ class RestoreRunner:
     def _restore_all(self, prior, prev_prior, items, out):
         tcfg, pcfg = self.cfg["test"], self.cfg["test"]["progressive"]
         step_lr, n_steps = tcfg["step_lr"], tcfg["n_steps_each"]
-        n_eval = nfe(len(prior.sigmas), n_steps, tcfg["denoise"])
+        n_eval = nfe(len(prior.sigmas) - tcfg["start_level"], n_steps, tcfg["denoise"])
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, %d levels × %d steps, "
                  "step_lr %g, update %s, %d evaluations per image%s -> %s", len(items), tcfg["task"],
                  prior.transform.name, prior.transform.channels, prior.step, len(prior.sigmas), n_steps, step_lr,
@@ -302,10 +315,11 @@ class RestoreRunner:
                 if prev_prior is not None:
                     lr = pcfg["prev_step_lr"] or tcfg["step_lr"]
                     n = pcfg["prev_n_steps_each"] or tcfg["n_steps_each"]
-                    with level_bar(len(prev_prior.sigmas) * n, f"{stem} stage 1") as bar:
+                    levels = len(prev_prior.sigmas) - tcfg["start_level"]
+                    with level_bar(levels * n, f"{stem} stage 1") as bar:
                         anchor = restore_image(prev_prior, yd, md, tcfg, lr, n, progress=bar)
                     save_image(anchor[0], os.path.join(out, "stage1", stem + ".png"))
-                    extra = (nfe(len(prev_prior.sigmas), n, tcfg["denoise"]), 0.0)  # its time is in ours
+                    extra = (nfe(levels, n, tcfg["denoise"]), 0.0)  # its time is in ours
                 else:
                     anchor = read_prev(pcfg["prev_folder"], stem, *y.shape[-2:])[None].to(device)
                     extra = earlier_cost(pcfg["prev_folder"], stem)
@@ -319,7 +333,7 @@ class RestoreRunner:
                     if step % tcfg["trace_freq"] == 0 and not tcfg["patch_size"]:
                         est = t.inverse(x)[..., :gt.shape[-2], :gt.shape[-1]].clamp(0, 1)
                         traces.append((stem, step, psnr(est[0], gtd[0])))
-            total = len(prior.sigmas) * tcfg["n_steps_each"]
+            total = (len(prior.sigmas) - tcfg["start_level"]) * tcfg["n_steps_each"]
             with level_bar(total * max(1, _n_chunks(tcfg, yd, prior)), stem) as bar:
                 result = restore_image(prior, yd, md, tcfg, tcfg["step_lr"], tcfg["n_steps_each"], anchor,
                                        progress=bar, callback=callback)

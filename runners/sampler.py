@@ -21,7 +21,7 @@ def step_sizes(sigmas, step_lr):
 
 
 def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, anchor=None, anchor_weight=1.0,
-                      update="reference", denoise=False, callback=None, progress=None, divergence_limit=1e4):
+                      first_level=0, update="reference", denoise=False, callback=None, progress=None, divergence_limit=1e4):
     """Run the annealed sampler and return the final iterate (lifted space).
 
     score_fn(x, labels) -> score; x: B×C×H×W initial state.
@@ -32,6 +32,7 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, 
     noisy copy, as the paper's code does); "langevin" — x ← x + η s(x) + √(2η) z.
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie),
     which removes the sampler's leftover noise.
+    first_level: skip the levels before it (a good initial state needs no large noise).
     callback(step, x): called after every step (for traces); progress: a tqdm bar.
     """
     project = project or (lambda v: v)
@@ -41,7 +42,11 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, 
     x_noisy = x
     b = x.shape[0]
     step = 0
+    if not 0 <= first_level < len(sigmas):
+        raise ValueError(f"first level {first_level} is outside the {len(sigmas)} noise levels")
     for i, (sigma, eta) in enumerate(zip(sigmas, step_sizes(sigmas, step_lr))):
+        if i < first_level:
+            continue
         sigma = float(sigma)
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
         noise_scale = math.sqrt(2.0 * eta)

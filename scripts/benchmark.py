@@ -157,7 +157,8 @@ def main(argv=None):
     prior = Prior({"model": model.state_dict(), "step": 0}, {**cfg, "test": {}}, device, bf16=a.bf16,
                   compile=a.compile, channels_last=a.channels_last)
     tcfg = {"patch_size": a.patch or None, "patch_stride": a.stride, "pad_mode": "circular",
-            "patch_batch": a.patch_batch or None, "init": "uniform", "update": "reference", "denoise": False}
+            "patch_batch": a.patch_batch or None, "init": "uniform", "update": "reference", "denoise": False,
+            "start_level": 0}
     t0 = time.perf_counter()
     with torch.inference_mode():
         restore_image(prior, gt * mask, mask, tcfg, 1e-5, 1)  # warm-up (and compilation)
