@@ -230,6 +230,23 @@ def read_prev(folder, stem, h, w):
 
 # ----------------------------------------------------------------------------- runner
 
+def check_settings(tcfg, n_levels):
+    """Values the config schema cannot check by type alone."""
+    checks = [
+        (tcfg["task"] in ("demosaic", "inpaint"), f"test.task={tcfg['task']!r} (demosaic | inpaint)"),
+        (tcfg["update"] in ("reference", "langevin"), f"test.update={tcfg['update']!r} (reference | langevin)"),
+        (tcfg["init"] in INITS, f"test.init={tcfg['init']!r} ({' | '.join(INITS)})"),
+        (tcfg["step_lr"] > 0, f"test.step_lr={tcfg['step_lr']} (must be > 0)"),
+        (tcfg["n_steps_each"] >= 1, f"test.n_steps_each={tcfg['n_steps_each']} (must be >= 1)"),
+        (0 <= tcfg["start_level"] < n_levels, f"test.start_level={tcfg['start_level']} (0..{n_levels - 1})"),
+        (not tcfg["patch_size"] or 0 < tcfg["patch_stride"] <= tcfg["patch_size"],
+         f"test.patch_stride={tcfg['patch_stride']} (1..test.patch_size)"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise HGMError(f"bad setting {what}")
+
+
 METRIC_FIELDS = ["image", "psnr", "ssim", "psnr_border", "ssim_border", "nfe", "seconds", "status"]
 
 
@@ -244,6 +261,7 @@ class RestoreRunner:
         out = args.image_folder or os.path.join(args.run, "restore", args.doc)
         ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", args.doc, "checkpoint.pth")
         # everything that can be wrong is checked before any sampling
+        check_settings(tcfg, cfg["model"]["num_classes"])
         prior = load_prior(ckpt_path, cfg, device, tcfg)
         prev_prior = None
         if pcfg["enabled"]:

@@ -237,3 +237,13 @@ def test_trace_is_an_oracle_column_never_the_headline(priors, tmp_path):
         assert abs(float(r["psnr"]) - psnr(restored, gt)) < 0.05  # the headline is the final output
     with open(os.path.join(out, "trace.csv")) as f:
         assert len(f.readlines()) == 1 + 2 * 4  # 20 steps / 5 per image
+
+
+@pytest.mark.parametrize("setting,word", [("test.start_level=10", "start_level"), ("test.init=zeros", "init"),
+                                          ("test.step_lr=0", "step_lr"), ("test.task=denoise", "task")])
+def test_bad_settings_fail_before_any_work(setting, word, priors, tmp_path, capsys):
+    run, data = priors
+    out = str(tmp_path / "o")
+    rc = run_main("--runner", "restore", "--config", "tiny.yml", "--doc", "copy", "--run", run, "-o", out,
+                  "--set", f"test.data_path={data}", setting)
+    assert rc == 1 and word in capsys.readouterr().err and not os.path.exists(out)
