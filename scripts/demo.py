@@ -24,12 +24,12 @@ import main as hgm  # noqa: E402
 from datasets.folder import read_image, save_image  # noqa: E402
 from scripts import make_table, run_baseline  # noqa: E402
 
-# scikit-image's bundled sample images (public domain / CC0), cropped to 128×128
-CROPS = {"astronaut": ("astronaut", 40, 170), "chelsea": ("chelsea", 80, 150), "coffee": ("coffee", 120, 240)}
+# scikit-image's bundled sample images (public domain / CC0), cropped to 256×256
+CROPS = {"astronaut": ("astronaut", 0, 150), "chelsea": ("chelsea", 30, 110), "coffee": ("coffee", 60, 200)}
 PRIOR = os.path.join(ROOT, "pretrained", "cpu_12ch.pth")
 
 
-def write_images(folder, size=128):
+def write_images(folder, size=256):
     import skimage.data
     os.makedirs(folder, exist_ok=True)
     for name, (fn, top, left) in CROPS.items():
@@ -61,7 +61,7 @@ def main(argv=None):
         os.rename(a.out, old)
         print(f"moved the earlier {a.out} to {old}")
     gt = write_images(os.path.join(a.out, "images"))
-    report = ["# hgm demo", "", f"Prior: `{os.path.relpath(a.prior, ROOT)}`; images: three 128×128 crops of "
+    report = ["# hgm demo", "", f"Prior: `{os.path.relpath(a.prior, ROOT)}`; images: three 256×256 crops of "
               "scikit-image's sample images; metrics of the final output as written to PNG.", ""]
     jobs = [("demosaic", "Test_12ch_demoscaicking_pool", "cpu_demosaic.yml", "malvar", []),
             ("inpaint", "Test_12ch_inpainting_pool", "cpu_inpaint.yml", "biharmonic", ["--mask", "random",
