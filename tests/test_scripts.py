@@ -56,6 +56,7 @@ def test_baseline_script_writes_the_restore_layout(method, task, tmp_path):
 
 
 def test_benchmark_runs_and_prints_its_last_line(capsys):
-    assert benchmark.main(["--size", "32", "--nfe", "10", "--ngf", "8", "--device", "cpu"]) == 0
+    assert benchmark.main(["--size", "32", "--ref_patch", "16", "--stride", "12", "--nfe", "10", "--ngf", "8",
+                           "--device", "cpu"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("speedup_vs_reference=") and "flop_utilisation=" in last
