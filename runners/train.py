@@ -230,7 +230,7 @@ class TrainRunner:
                                        f"or set training.grad_clip (last checkpoint kept)")
                     if self.main:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss_value:.4f}")
+                        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                         if step % tr["log_freq"] == 0 or step == n_iters:
                             writer.add_scalar("loss", loss_value, step)
                             log.debug("step %d loss %.5f", step, loss_value)
