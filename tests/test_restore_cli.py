@@ -247,3 +247,15 @@ def test_bad_settings_fail_before_any_work(setting, word, priors, tmp_path, caps
     rc = run_main("--runner", "restore", "--config", "tiny.yml", "--doc", "copy", "--run", run, "-o", out,
                   "--set", f"test.data_path={data}", setting)
     assert rc == 1 and word in capsys.readouterr().err and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("switch", ["test.bf16=true", "test.channels_last=true"])
+def test_speed_switches_keep_the_measurement_exact(switch, priors, tmp_path):
+    run, data = priors
+    out = str(tmp_path / "o")
+    assert run_main("--runner", "Test_12ch_demoscaicking_pool", "--config", "tiny.yml", "--doc", "pool", "--run", run,
+                    "-o", out, "--set", f"test.data_path={data}", switch, *FAST) == 0
+    gt = read_image(os.path.join(data, "im0.png"))
+    restored = read_image(os.path.join(out, "restored", "im0.png"))
+    m = bayer_mask("rggb", *gt.shape[-2:]) > 0.5
+    assert torch.equal(restored[m], gt[m])
