@@ -185,7 +185,7 @@ class TrainRunner:
         bar = tqdm(total=n_iters, initial=step, disable=not self.main, desc=f"train {args.doc}",
                    dynamic_ncols=True, mininterval=1.0)
         # the distributed sampler's shuffle depends on the epoch: continue the count on resume
-        epoch, loss_value, val_loss, t0 = step // max(1, len(loader)), float("nan"), None, time.time()
+        epoch, loss_value, val_loss, val_step, t0 = step // max(1, len(loader)), float("nan"), None, None, time.time()
         dump_dir = os.environ.get("HGM_TEST_DUMP_PARAMS")
         kill_rank = os.environ.get("HGM_TEST_KILL_RANK")
         first_batch = None
@@ -195,7 +195,7 @@ class TrainRunner:
                 return
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "config": cfg, "train_seconds": seconds + time.time() - t0, "loss": loss_value,
-                     "val_loss": val_loss, "rng": torch.get_rng_state(), "world_size": self.world}
+                     "val_loss": val_loss, "val_step": val_step, "rng": torch.get_rng_state(), "world_size": self.world}
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(state, log_dir, step)
@@ -235,6 +235,7 @@ class TrainRunner:
                             writer.add_scalar("loss", loss_value, step)
                             log.debug("step %d loss %.5f", step, loss_value)
                         if val is not None and tr["val_freq"] and (step % tr["val_freq"] == 0 or step == n_iters):
+                            val_step = step
                             val_loss = self._validate(model if ema is None else ema.shadow, val, sigmas, autocast)
                             writer.add_scalar("val_loss", val_loss, step)
                             log.info("step %d: loss %.5f, validation loss %.5f", step, loss_value, val_loss)

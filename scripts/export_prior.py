@@ -21,6 +21,7 @@ def export(src, dst, use_ema=False):
     out = {"model": {k: v.half() if v.is_floating_point() else v for k, v in strip_module_prefix(weights).items()},
            "config": ckpt["config"], "step": ckpt["step"],
            "train_seconds": ckpt.get("train_seconds"), "loss": ckpt.get("loss"), "val_loss": ckpt.get("val_loss"),
+           "val_step": ckpt.get("val_step"),
            "exported_from": os.path.basename(src), "weights": "ema" if weights is ckpt.get("ema") else "raw"}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     atomic_save(out, dst)
@@ -46,7 +47,8 @@ def model_card(out, dst, command, machine, held_out):
              f"| wall time | {hours:.2f} h |",
              f"| machine | {machine} |",
              f"| final training loss | {out['loss']:.2f} (one batch) |" if out["loss"] is not None else None,
-             f"| validation loss | {out['val_loss']:.2f} (fixed held-out crops, levels and noise) |"
+             f"| validation loss | {out['val_loss']:.2f} at step {out['val_step'] or '(last validation)'} "
+             f"(fixed held-out crops, levels and noise) |"
              if out["val_loss"] is not None else None,
              f"| weights | {out['weights']} weights, float16 ({os.path.getsize(dst) / 1e6:.1f} MB) |", "",
              "Trained with:", "", "```bash", command, "```", "",
