@@ -117,8 +117,25 @@ def run(args, log):
         distributed.cleanup()
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers():
+    """SIGTERM (a scheduler's pre-emption, torchrun tearing down) and SIGINT end a
+    run the way Ctrl-C does: training saves a checkpoint first. SIGINT is
+    re-armed because shells start background jobs with it ignored."""
+    import signal
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test runner's worker)
+        pass
+
+
 def main(argv=None):
     args = parse_args(argv)
+    install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
     from runners.errors import HGMError
     try:

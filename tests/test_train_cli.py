@@ -285,3 +285,27 @@ def test_move_aside_never_reuses_a_name(tmp_path):
         (tmp_path / "d").mkdir()
         names.append(move_aside(str(tmp_path / "d")))
     assert len(set(names)) == 3 and all(os.path.isdir(n) for n in names)
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, image_folder):
+    """A pre-empted run (SIGTERM) keeps its progress, like Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = tmp_path / "R"
+    p = subprocess.Popen([sys.executable, "main.py", "--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "t",
+                          "--run", str(run), "--set", f"data.path={image_folder}", "training.n_iters=100000",
+                          "training.snapshot_freq=100000", "training.val_freq=0", "training.log_freq=1",
+                          "--verbose", "debug"],
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = run / "logs" / "t" / "stdout.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 3 loss" in log.read_text()):
+        time.sleep(0.2)  # until training is under way
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err.decode()[-500:]
+    ckpt = torch.load(run / "logs" / "t" / "checkpoint.pth", weights_only=True)
+    assert ckpt["step"] >= 3
