@@ -14,13 +14,7 @@ CONFIG=${CONFIG:-cpu_demosaic.yml}
 PRIORS=${PRIORS:-pretrained}
 EXTRA=${EXTRA:-}                      # more --set values, e.g. "test.n_steps_each=20"
 
-[ -e "$OUT" ] && mv "$OUT" "$OUT.old-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT/data"
-if [ -n "$SUBSET" ]; then
-  for s in $SUBSET; do ln -s "$(realpath "$DATA")/$s.png" "$OUT/data/$s.png"; done
-else
-  for f in "$DATA"/*; do ln -s "$(realpath "$f")" "$OUT/data/"; done
-fi
+source scripts/subset.sh
 CROPARG=(); SETCROP=()
 if [ -n "$CROP" ]; then CROPARG=(--image_size "$CROP"); SETCROP=("test.image_size=$CROP"); fi
 

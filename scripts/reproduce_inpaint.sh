@@ -16,13 +16,7 @@ CONFIG=${CONFIG:-cpu_inpaint.yml}
 PRIORS=${PRIORS:-pretrained}
 EXTRA=${EXTRA:-}
 
-[ -e "$OUT" ] && mv "$OUT" "$OUT.old-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT/data"
-if [ -n "$SUBSET" ]; then
-  for s in $SUBSET; do ln -s "$(realpath "$DATA")/$s.png" "$OUT/data/$s.png"; done
-else
-  for f in "$DATA"/*; do ln -s "$(realpath "$f")" "$OUT/data/"; done
-fi
+source scripts/subset.sh
 declare -A RUNNER=([3ch]=Test_3ch_inpainting_rgbrgb_256 [6ch]=Test_6ch_inpainting_rgbrgb_256 [12ch]=Test_12ch_inpainting_pool)
 : > "$OUT/table.md"
 for mask in $MASKSET; do
