@@ -9,7 +9,6 @@ Exit codes: 0 success, 1 error (one line on stderr; the traceback with
 """
 import argparse
 import logging
-import os
 import random
 import sys
 

@@ -3,7 +3,6 @@
 Each transform maps a batch B×3×H×W to B×C×H'×W' and back; `inverse(forward(x))`
 is exactly `x` (for channel copy with k a power of two; otherwise to float rounding). The network's channel count is `transform.channels`.
 """
-import torch
 import torch.nn.functional as F
 
 from runners.errors import HGMError
@@ -83,5 +82,3 @@ def make_transform(name, factor=2):
 
 def transform_from_config(cfg):
     return make_transform(cfg["data"]["transform"], cfg["data"]["transform_factor"])
-
-

@@ -9,7 +9,6 @@ import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
