@@ -13,7 +13,7 @@ import torch
 
 from datasets.folder import list_images, read_image, save_image
 from datasets.operators import MaskedObservation, bayer_mask, box_mask, random_mask
-from datasets.transforms import make_transform, transform_from_config
+from datasets.transforms import transform_from_config
 from models.ncsn import CondRefineNetDilated, get_sigmas
 from runners.checkpoint import check_compatible, load_checkpoint, move_aside, strip_module_prefix
 from runners.config import dump_config
@@ -84,7 +84,7 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
             raise HGMError(f"test.patch_size={patch} must be divisible by {multiple} for {t.name}")
         tiles, layout = to_patches(stack, patch, tcfg["patch_stride"], tcfg["pad_mode"])
     else:
-        tiles, (h0, w0) = pad_to_multiple(stack, multiple, tcfg["pad_mode"])
+        tiles, _ = pad_to_multiple(stack, multiple, tcfg["pad_mode"])
     ys, ms, inits = tiles[:, :3], tiles[:, 3:6], tiles[:, 6:9]
     anchors = tiles[:, 9:12] if anchor is not None else None
     if not patch and tiles.shape[-2:] != (h, w):
@@ -94,6 +94,9 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = tcfg["patch_batch"] or (ys.shape[0] if prior.device.type == "cuda" else 1)
+    if progress is not None:  # one bar step per sampler step of every chunk
+        progress.total = -(-ys.shape[0] // chunk) * (len(prior.sigmas) - tcfg["start_level"]) * n_steps_each
+        progress.refresh()
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]
@@ -334,7 +337,7 @@ class RestoreRunner:
                     lr = pcfg["prev_step_lr"] or tcfg["step_lr"]
                     n = pcfg["prev_n_steps_each"] or tcfg["n_steps_each"]
                     levels = len(prev_prior.sigmas) - tcfg["start_level"]
-                    with level_bar(levels * n, f"{stem} stage 1") as bar:
+                    with level_bar(f"{stem} stage 1") as bar:
                         anchor = restore_image(prev_prior, yd, md, tcfg, lr, n, progress=bar)
                     save_image(anchor[0], os.path.join(out, "stage1", stem + ".png"))
                     extra = (nfe(levels, n, tcfg["denoise"]), 0.0)  # its time is in ours
@@ -351,8 +354,7 @@ class RestoreRunner:
                     if step % tcfg["trace_freq"] == 0 and not tcfg["patch_size"]:
                         est = t.inverse(x)[..., :gt.shape[-2], :gt.shape[-1]].clamp(0, 1)
                         traces.append((stem, step, psnr(est[0], gtd[0])))
-            total = (len(prior.sigmas) - tcfg["start_level"]) * tcfg["n_steps_each"]
-            with level_bar(total * max(1, _n_chunks(tcfg, yd, prior)), stem) as bar:
+            with level_bar(stem) as bar:
                 result = restore_image(prior, yd, md, tcfg, tcfg["step_lr"], tcfg["n_steps_each"], anchor,
                                        progress=bar, callback=callback)
         return result[0].cpu(), extra
@@ -399,17 +401,6 @@ class RestoreRunner:
                      sum(r["ssim"] for r in ok) / len(ok), os.path.join(out, "metrics.csv"))
 
 
-def _n_chunks(tcfg, y, prior):
-    if not tcfg["patch_size"]:
-        return 1
-    from runners.patches import patch_grid
-    rows, _ = patch_grid(y.shape[-2], tcfg["patch_size"], tcfg["patch_stride"])
-    cols, _ = patch_grid(y.shape[-1], tcfg["patch_size"], tcfg["patch_stride"])
-    n = len(rows) * len(cols)
-    chunk = tcfg["patch_batch"] or (n if prior.device.type == "cuda" else 1)
-    return -(-n // chunk)
-
-
 def score_file(path, gt, border):
     """Metrics of the PNG as written (re-read from disk), full and without a border."""
     from evaluation.metrics import psnr, ssim
@@ -421,4 +412,4 @@ def score_file(path, gt, border):
     return m
 
 
-__all__ = ["RestoreRunner", "restore_image", "load_prior", "make_transform"]
+__all__ = ["RestoreRunner", "restore_image", "load_prior"]

@@ -80,5 +80,6 @@ def nfe(n_levels, n_steps_each, denoise):
     return n_levels * n_steps_each + int(bool(denoise))
 
 
-def level_bar(total, desc, disable=False):
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=disable)
+def level_bar(desc):
+    """A per-image bar; restore_image sets its total (levels × steps × chunks)."""
+    return tqdm(desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
