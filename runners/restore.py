@@ -119,14 +119,14 @@ def restore_image(prior, y, mask, tcfg, step_lr, n_steps_each, anchor=None, prog
     return MaskedObservation(mask).project(out.clamp(0, 1), y)
 
 
-INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "biharmonic")
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic")
 
 
 def initial_image(kind, y, mask):
     """The sampler's starting point, on the whole image (1×3×H×W).
 
     uniform is the paper's U(0,1) (uniform_sym: U(-1,1)); measurement keeps the
-    known values; bilinear/malvar (demosaicking) and biharmonic (inpainting)
+    known values; bilinear/malvar/menon (demosaicking) and biharmonic (inpainting)
     start from a classical estimate, which with test.start_level > 0 lets the
     sampler skip the highest noise levels (fewer evaluations)."""
     if kind == "uniform":
@@ -135,7 +135,7 @@ def initial_image(kind, y, mask):
         return torch.rand_like(y) * 2 - 1
     if kind == "measurement":
         return torch.where(mask > 0.5, y, torch.rand_like(y))
-    if kind in ("bilinear", "malvar", "biharmonic"):
+    if kind in ("bilinear", "malvar", "menon", "biharmonic"):
         from evaluation.baselines import run_baseline
         return run_baseline(kind, y[0].cpu(), mask[0].cpu())[None].to(y.device, y.dtype)
     raise HGMError(f"unknown test.init {kind!r} ({' | '.join(INITS)})")

@@ -27,8 +27,8 @@ from losses.dsm import anneal_dsm_loss
 from models.ema import EMA
 from models.ncsn import CondRefineNetDilated, get_sigmas
 from runners import distributed
-from runners.checkpoint import (check_compatible, existing_checkpoints, load_checkpoint, move_aside,
-                                save_checkpoint, strip_module_prefix)
+from runners.checkpoint import (check_compatible, existing_checkpoints, load_checkpoint, model_signature,
+                                move_aside, save_checkpoint, strip_module_prefix)
 from runners.config import dump_config
 from runners.errors import HGMError
 
@@ -74,6 +74,28 @@ def prepare_run_dirs(args, log_dir, tb_dir):
         for d in (log_dir, tb_dir):
             if os.path.exists(d):
                 log.warning("moved the earlier %s to %s", d, move_aside(d))
+
+
+def warm_start(model, path, cfg):
+    """Start a new run from another run's weights (fine-tuning): the weights only, no optimizer
+    state or step. The architecture must match; the noise range may differ, so that a prior can be
+    re-targeted to the levels restoration uses (the level embeddings adapt in training)."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("config"), dict):
+        raise HGMError(f"training.init_from={path} has no config; cannot check it against this run's model")
+    have, want = model_signature(ckpt["config"]), model_signature(cfg)
+    diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in ("transform", "channels", "ngf", "num_classes")
+             if have[k] != want[k]]
+    if diffs:
+        raise HGMError(f"training.init_from={path} does not match the model: " + "; ".join(diffs))
+    try:
+        model.load_state_dict(strip_module_prefix(ckpt["model"]), strict=True)
+    except RuntimeError as e:
+        raise HGMError(f"training.init_from={path}: {str(e).splitlines()[0]}") from e
+    if (have["sigma_begin"], have["sigma_end"]) != (want["sigma_begin"], want["sigma_end"]):
+        log.warning("training.init_from: the prior was trained for sigmas %g -> %g, this run uses %g -> %g",
+                    have["sigma_begin"], have["sigma_end"], want["sigma_begin"], want["sigma_end"])
+    log.info("warm start from %s (its step %s); fresh optimizer, step 0", path, ckpt.get("step"))
 
 
 class TrainRunner:
@@ -156,6 +178,8 @@ class TrainRunner:
             elif self.world > 1:  # fresh per-rank streams, not a replay of the first steps' crops and noise
                 torch.manual_seed(args.seed + distributed.rank() + 1_000_003 * step)
             log.info("resumed from step %d", step)
+        elif tr["init_from"]:
+            warm_start(model, tr["init_from"], cfg)
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(

@@ -25,7 +25,7 @@ from runners.restore import RestoreRunner, load_inputs, score_file  # noqa: E402
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True, choices=["bilinear", "malvar", "biharmonic"])
+    p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic"])
     p.add_argument("--task", required=True, choices=["demosaic", "inpaint"])
     p.add_argument("--data", required=True, help="ground-truth images")
     p.add_argument("-o", "--out", required=True)

@@ -309,3 +309,35 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, image_folder):
     assert p.returncode == 130, err.decode()[-500:]
     ckpt = torch.load(run / "logs" / "t" / "checkpoint.pth", weights_only=True)
     assert ckpt["step"] >= 3
+
+
+def test_init_from_warm_starts_a_new_run(shared_image_folder, tmp_path, capfd):
+    """training.init_from: the new run starts from the given weights (fresh optimizer,
+    step 0); the noise range may change; another architecture is refused by name."""
+    run = tmp_path / "run"
+    rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "src", shared_image_folder, 2))
+    assert rc == 0, err
+    src = run / "logs" / "src" / "checkpoint.pth"
+    # zero steps of training would leave nothing to compare: n_iters=1 with lr 0 keeps the weights exactly
+    rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "dst", shared_image_folder, 1,
+                                                    f"training.init_from={src}", "optim.lr=0.0",
+                                                    "model.sigma_begin=0.2", "model.sigma_end=0.005"))
+    assert rc == 0, err
+    a, b = load(src), load(run / "logs" / "dst" / "checkpoint.pth")
+    assert b["step"] == 1 and b["config"]["training"]["init_from"] == str(src)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # without init_from the same run starts elsewhere
+    rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "fresh", shared_image_folder, 1,
+                                                    "optim.lr=0.0", flags=("--seed", "7")))
+    c = load(run / "logs" / "fresh" / "checkpoint.pth")
+    assert any(not torch.equal(v, c["model"][k]) for k, v in a["model"].items())
+    rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "wide", shared_image_folder, 1,
+                                                    f"training.init_from={src}", "model.ngf=16"))
+    assert_one_line_error(rc, err, "init_from", "ngf: checkpoint 8, config 16")
+    rc, _, err = main_in_process(capfd, *train_argv("train_6ch_rgbrgb", run, "six", shared_image_folder, 1,
+                                                    f"training.init_from={src}"))
+    assert_one_line_error(rc, err, "init_from", "channels")
+    rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "none", shared_image_folder, 1,
+                                                    f"training.init_from={tmp_path / 'missing.pth'}"))
+    assert_one_line_error(rc, err, "missing.pth")
