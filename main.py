@@ -31,7 +31,8 @@ def parse_args(argv=None):
                    help="restore (test) mode; accepted for the paper's Test_* runners, which imply it")
     p.add_argument("-o", "-i", "--image_folder", default=None,
                    help="output folder of a restoration (default: <run>/restore/<doc>)")
-    p.add_argument("--resume_training", action="store_true", help="continue training from <run>/logs/<doc>/checkpoint.pth")
+    p.add_argument("--resume_training", action="store_true",
+                   help="continue training from <run>/logs/<doc>/checkpoint.pth")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new training run over an existing --doc (the old one is renamed, not deleted)")
     p.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
@@ -69,7 +70,8 @@ def setup_logging(level):
 
 def pick_device(name):
     import torch
-    from runners.errors import HGMError
+
+    from datasets.errors import HGMError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -90,9 +92,9 @@ def seed_everything(seed):
 
 
 def run(args, log):
+    from datasets.errors import HGMError
     from runners import distributed
     from runners.config import load_config, parse_set
-    from runners.errors import HGMError
     from runners.registry import resolve_runner
 
     name, kind, fixed = resolve_runner(args.runner)
@@ -136,7 +138,7 @@ def main(argv=None):
     args = parse_args(argv)
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
-    from runners.errors import HGMError
+    from datasets.errors import HGMError
     try:
         run(args, log)
     except KeyboardInterrupt:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from skimage.restoration import inpaint_biharmonic
 
-from datasets.operators import PATTERNS, bayer_mask
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.masks import PATTERNS, bayer_mask
 
 
 def _as_batch(x, what="image"):

@@ -10,7 +10,8 @@ import os
 
 import yaml
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.transforms import canonical_name
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SCHEMA_FILE = os.path.join(CONFIG_DIR, "anneal.yml")
@@ -100,13 +101,6 @@ def set_dotted(cfg, key, value):
     node[parts[-1]] = value
 
 
-def get_dotted(cfg, key):
-    node = cfg
-    for p in key.split("."):
-        node = node[p]
-    return node
-
-
 def parse_set(items):
     """['a.b=1', 'c.d=x'] -> {'a.b': 1, 'c.d': 'x'} with YAML-typed values."""
     out = {}
@@ -169,13 +163,11 @@ def schema():
 def canonical_transform(explicit, overrides):
     """Transform aliases (rgbrgb, pool, ...) become their canonical names in place,
     so `--set data.transform=pool` agrees with the runner train_12ch_pool."""
-    from datasets.transforms import ALIASES
     data = explicit.get("data")
     if isinstance(data, dict) and isinstance(data.get("transform"), str):
-        data["transform"] = ALIASES.get(data["transform"].lower(), data["transform"].lower())
+        data["transform"] = canonical_name(data["transform"])
     if isinstance(overrides.get("data.transform"), str):
-        t = overrides["data.transform"].lower()
-        overrides["data.transform"] = ALIASES.get(t, t)
+        overrides["data.transform"] = canonical_name(overrides["data.transform"])
 
 
 def load_config(name, overrides=None, fixed=None):

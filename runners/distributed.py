@@ -16,7 +16,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
 
 
 def world_size():

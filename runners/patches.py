@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
 
 
 def pad_to_multiple(x, multiple, mode="reflect"):

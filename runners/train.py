@@ -21,16 +21,22 @@ import time
 import torch
 from tqdm import tqdm
 
-from datasets.folder import RandomCrops, as_float, training_images
+from datasets.errors import HGMError
+from datasets.folder import RandomCrops, as_float, move_aside, training_images
 from datasets.transforms import transform_from_config
 from losses.dsm import anneal_dsm_loss
 from models.ema import EMA
 from models.ncsn import CondRefineNetDilated, get_sigmas
 from runners import distributed
-from runners.checkpoint import (check_compatible, existing_checkpoints, load_checkpoint, model_signature,
-                                move_aside, save_checkpoint, strip_module_prefix)
+from runners.checkpoint import (
+    check_compatible,
+    existing_checkpoints,
+    load_checkpoint,
+    model_signature,
+    save_checkpoint,
+    strip_module_prefix,
+)
 from runners.config import dump_config
-from runners.errors import HGMError
 
 log = logging.getLogger("hgm")
 
