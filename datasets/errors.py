@@ -1,4 +1,4 @@
-"""The one error type meant for people; it lives at the bottom layer so every package can raise it.
+"""Owns HGMError, the one error type meant for people; at the bottom layer, so every package can raise it.
 
 main.py prints an HGMError's message as one line and exits non-zero.
 """

@@ -1,4 +1,4 @@
-"""HGM's liftings of an RGB image to a higher-dimensional tensor (paper, Sec. 3), their names and aliases.
+"""Owns HGM's liftings of an RGB image to a higher-dimensional tensor (paper, Sec. 3), their names and aliases.
 
 Each transform maps a batch B×3×H×W to B×C×H'×W' and back; `inverse(forward(x))`
 is exactly `x` (for channel copy with k a power of two; otherwise to float

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from datasets.errors import HGMError
 from datasets.operators import MaskedObservation
@@ -145,7 +146,7 @@ def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: 
 
 
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
-                  earlier: torch.Tensor | None = None, progress=None,
+                  earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 

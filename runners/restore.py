@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +148,8 @@ class RestoreRunner:
         levels = len(r.earlier_prior.sigmas) - settings.start_level
         return earlier, (nfe(levels, settings.n_steps_each, settings.denoise), 0.0)  # its time is in ours
 
-    def trace_callback(self, r: Restoration, item: RestoreInput, traces: list):
+    def trace_callback(self, r: Restoration, item: RestoreInput,
+                       traces: list) -> Callable[[int, torch.Tensor], None] | None:
         """callback(step, x) that records the PSNR of every trace_freq-th iterate (an oracle), or None."""
         freq = self.tcfg["trace_freq"]
         if not freq or item.gt is None:

@@ -19,7 +19,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -41,10 +43,13 @@ from runners.checkpoint import (
 )
 from runners.config import dump_config
 
+if TYPE_CHECKING:
+    from tensorboardX import SummaryWriter
+
 log = logging.getLogger("hgm")
 
 
-def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: dict, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     o = cfg["optim"]
     name = o["optimizer"].lower()
     if name == "adam":
@@ -130,14 +135,14 @@ def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str) -> Non
                 log.warning("moved the earlier %s to %s", d, move_aside(d))
 
 
-def warm_start(model: torch.nn.Module, path: str, cfg: dict) -> None:
+def warm_start(model: torch.nn.Module, path: str, cfg: dict, transform: Transform | None = None) -> None:
     """Start a new run from another run's weights (fine-tuning): the weights only, no optimizer
     state or step. The architecture must match; the noise range may differ, so that a prior can be
     re-targeted to the levels restoration uses (the level embeddings adapt in training)."""
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt.get("config"), dict):
         raise HGMError(f"training.init_from={path} has no config; cannot check it against this run's model")
-    have, want = model_signature(ckpt["config"]), model_signature(cfg)
+    have, want = model_signature(ckpt["config"]), model_signature(cfg, transform)
     diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in ("transform", "channels", "ngf", "num_classes")
              if have[k] != want[k]]
     if diffs:
@@ -273,7 +278,7 @@ class TrainRunner:
         if ckpt is not None:
             progress = self.restore_state(ckpt, model, optimizer, ema)
         elif tr["init_from"]:
-            warm_start(model, tr["init_from"], cfg)
+            warm_start(model, tr["init_from"], cfg, transform)
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -328,7 +333,8 @@ class TrainRunner:
 
 # ----------------------------------------------------------------------------- loop
 
-def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor, writer, bar, val) -> None:
+def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor, writer: SummaryWriter | None,
+               bar: tqdm, val: list[tuple] | None) -> None:
     """Book-keeping after a step: the loss agreed over ranks, logs, validation, checkpoints."""
     tr, n_iters = runner.cfg["training"], runner.cfg["training"]["n_iters"]
     p.loss = distributed.mean(loss)  # the same on every rank, so all stop on a NaN
@@ -351,7 +357,8 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
         runner.snapshot(t, p)
 
 
-def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader, sampler, val) -> None:
+def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,
+               sampler: torch.utils.data.Sampler | None, val: list[tuple] | None) -> None:
     """Call train_step on every batch until training.n_iters; a checkpoint is saved on Ctrl-C/SIGTERM too."""
     n_iters = runner.cfg["training"]["n_iters"]
     writer = None
