@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""hgm: score-based colour image restoration with high-dimensional assistance.
+"""hgm's command line: flags, logging, seed, device, dispatch by --runner, exit codes.
+
+hgm: score-based colour image restoration with high-dimensional assistance.
 
     python main.py --runner train_6ch_rgbrgb --config train_demosaic.yml --doc rgbrgb
     python main.py --runner Test_6ch_demoscaicking_copy --config demosaic_6ch.yml --doc rgbrgb --test -o out
@@ -7,16 +9,22 @@
 Exit codes: 0 success, 1 error (one line on stderr; the traceback with
 --verbose debug), 2 bad command line, 130 interrupted.
 """
+from __future__ import annotations
+
 import argparse
 import logging
 import random
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from runners.registry import RUNNERS
     p = argparse.ArgumentParser(
         description="HGM: train score priors on lifted colour images and restore images "
@@ -31,7 +39,8 @@ def parse_args(argv=None):
                    help="restore (test) mode; accepted for the paper's Test_* runners, which imply it")
     p.add_argument("-o", "-i", "--image_folder", default=None,
                    help="output folder of a restoration (default: <run>/restore/<doc>)")
-    p.add_argument("--resume_training", action="store_true", help="continue training from <run>/logs/<doc>/checkpoint.pth")
+    p.add_argument("--resume_training", action="store_true",
+                   help="continue training from <run>/logs/<doc>/checkpoint.pth")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new training run over an existing --doc (the old one is renamed, not deleted)")
     p.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
@@ -48,7 +57,7 @@ def parse_args(argv=None):
 class TqdmHandler(logging.StreamHandler):
     """Log lines that do not break the progress bars."""
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
             tqdm.write(self.format(record), file=sys.stderr)
@@ -56,7 +65,7 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(level):
+def setup_logging(level: int) -> logging.Logger:
     log = logging.getLogger("hgm")
     log.setLevel(level)
     log.propagate = False
@@ -67,9 +76,10 @@ def setup_logging(level):
     return log
 
 
-def pick_device(name):
+def pick_device(name: str) -> torch.device:
     import torch
-    from runners.errors import HGMError
+
+    from datasets.errors import HGMError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -81,7 +91,7 @@ def pick_device(name):
     return dev
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
     random.seed(seed)
@@ -89,10 +99,10 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def run(args, log):
+def run(args: argparse.Namespace, log: logging.Logger) -> None:
+    from datasets.errors import HGMError
     from runners import distributed
     from runners.config import load_config, parse_set
-    from runners.errors import HGMError
     from runners.registry import resolve_runner
 
     name, kind, fixed = resolve_runner(args.runner)
@@ -120,7 +130,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def install_signal_handlers():
+def install_signal_handlers() -> None:
     """SIGTERM (a scheduler's pre-emption, torchrun tearing down) and SIGINT end a
     run the way Ctrl-C does: training saves a checkpoint first. SIGINT is
     re-armed because shells start background jobs with it ignored."""
@@ -132,11 +142,11 @@ def install_signal_handlers():
         pass
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
-    from runners.errors import HGMError
+    from datasets.errors import HGMError
     try:
         run(args, log)
     except KeyboardInterrupt:

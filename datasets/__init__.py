@@ -1,1 +1,1 @@
-"""Images in, tensors out: image folders, transforms (liftings), measurement operators."""
+"""Data, the bottom layer: image files, test inputs, masks, measurement operators, transforms (liftings), errors."""

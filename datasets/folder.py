@@ -1,22 +1,26 @@
-"""Image folders -> RGB float tensors in [0, 1].
+"""Owns image files and folders: reading them as RGB float tensors in [0, 1], writing PNGs,
+training crops and the held-out split, and moving an old output folder aside.
 
 Grayscale, palette, RGBA and 16-bit images are converted to RGB; alpha is
 dropped. Unreadable files are skipped with a warning and counted.
 """
+from __future__ import annotations
+
 import logging
 import os
+import time
 
 import numpy as np
 import torch
 from PIL import Image
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 log = logging.getLogger("hgm")
 
 
-def list_images(folder, recursive=True):
+def list_images(folder: str | None, recursive: bool = True) -> list[str]:
     """Sorted image paths under `folder`; an error if there is none."""
     if folder is None:
         raise HGMError("no image folder given (set data.path / test.data_path)")
@@ -31,6 +35,17 @@ def list_images(folder, recursive=True):
     if not paths:
         raise HGMError(f"image folder {folder!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
     return paths
+
+
+def move_aside(path: str, tag: str = "replaced") -> str:
+    """Rename `path` to a fresh `<path>.<tag>-<time>[-n]` (nothing is ever deleted); returns the new name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    new, n = f"{path}.{tag}-{stamp}", 1
+    while os.path.exists(new):
+        n += 1
+        new = f"{path}.{tag}-{stamp}-{n}"
+    os.rename(path, new)
+    return new
 
 
 def _from_integer_array(arr):
@@ -51,7 +66,7 @@ def _from_integer_array(arr):
     return arr.astype(np.float32)
 
 
-def read_array(path):
+def read_array(path: str) -> np.ndarray:
     """An image file as H×W×3 float32 in [0, 1].
 
     16-bit greyscale PNGs and 16-bit TIFFs (read with tifffile, which
@@ -80,12 +95,12 @@ def read_array(path):
         return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def read_image(path):
+def read_image(path: str) -> torch.Tensor:
     """An image file as a 3×H×W float tensor in [0, 1]."""
     return torch.from_numpy(read_array(path)).permute(2, 0, 1).contiguous()
 
 
-def read_images(paths, min_size=None, what="image"):
+def read_images(paths: list[str], min_size: int | None = None, what: str = "image") -> list[tuple[str, torch.Tensor]]:
     """Decode `paths`, skipping (and counting) unreadable ones and, with `min_size`,
     those smaller than min_size×min_size. Returns [(path, tensor)]."""
     good, bad, small = [], [], []
@@ -113,7 +128,7 @@ def read_images(paths, min_size=None, what="image"):
     return good
 
 
-def save_image(x, path):
+def save_image(x: torch.Tensor, path: str) -> None:
     """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest."""
     arr = (x.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8)
     arr = arr.permute(1, 2, 0).numpy()
@@ -161,7 +176,7 @@ class LazyImages:
         return read_image(self.paths[i])
 
 
-def training_images(folder, crop, val_images=0, preload=True, seed=0):
+def training_images(folder: str, crop: int, val_images: int = 0, preload: bool = True, seed: int = 0) -> tuple:
     """Split a folder into (train, val) lists of image tensors (or lazy lists).
 
     The held-out images are chosen by a seeded permutation, so the same
@@ -181,7 +196,7 @@ def training_images(folder, crop, val_images=0, preload=True, seed=0):
     return pick(train_idx), pick(val_idx), n
 
 
-def split_indices(n, val_images, seed=0):
+def split_indices(n: int, val_images: int, seed: int = 0) -> tuple[list[int], list[int]]:
     """(held-out, training) indices: a seeded permutation, the same every time."""
     if val_images >= n:
         raise HGMError(f"data.val_images={val_images} leaves no training image (found {n} usable)")
@@ -189,7 +204,7 @@ def split_indices(n, val_images, seed=0):
     return perm[:val_images], perm[val_images:]
 
 
-def held_out_paths(folder, crop, val_images, preload=True, seed=0):
+def held_out_paths(folder: str, crop: int, val_images: int, preload: bool = True, seed: int = 0) -> list[str]:
     """The files `training_images` holds out (same arguments, same answer): where
     step sizes may be tuned without touching evaluation images."""
     paths = list_images(folder)
@@ -199,11 +214,11 @@ def held_out_paths(folder, crop, val_images, preload=True, seed=0):
     return [paths[i] for i in sorted(val_idx)]
 
 
-def as_float(x):
+def as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
-def to_storage(x):
+def to_storage(x: torch.Tensor) -> torch.Tensor:
     q = (x * 255).round()
     if torch.equal(q / 255, x):
         return q.to(torch.uint8)

@@ -1,2 +1,1 @@
-"""Evaluation: image-quality metrics (PSNR/CPSNR, SSIM) and the classical
-baselines (bilinear, Malvar–He–Cutler, biharmonic) HGM is compared against."""
+"""Evaluation: image-quality metrics, the classical baselines HGM is compared against, and the metrics.csv report."""

@@ -1,4 +1,4 @@
-"""Classical restoration baselines HGM is compared against.
+"""Owns the classical restoration baselines HGM is compared against.
 
 Demosaicking: bilinear interpolation and Malvar–He–Cutler (ICASSP 2004)
 gradient-corrected linear interpolation, for every Bayer pattern.
@@ -7,13 +7,15 @@ Inpainting: scikit-image's biharmonic inpainting.
 All take torch tensors 3×H×W or B×3×H×W in [0, 1] and return the same shape,
 clipped to [0, 1], with every measured sample unchanged.
 """
+from __future__ import annotations
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.restoration import inpaint_biharmonic
 
-from datasets.operators import PATTERNS, bayer_mask
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.masks import PATTERNS, bayer_mask
 
 
 def _as_batch(x, what="image"):
@@ -45,7 +47,7 @@ _K_RB = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]) / 4
 _K_G = torch.tensor([[0., 1., 0.], [1., 4., 1.], [0., 1., 0.]]) / 4
 
 
-def bilinear_demosaic(mosaic, pattern="rggb"):
+def bilinear_demosaic(mosaic: torch.Tensor, pattern: str = "rggb") -> torch.Tensor:
     """Bilinear demosaicking as normalised convolution (weighted mean of the
     measured neighbours); reflect padding keeps the Bayer parity at borders."""
     x, single = _as_batch(mosaic, "mosaic")
@@ -108,7 +110,7 @@ def _malvar_roles(pattern):
     return roles
 
 
-def malvar_demosaic(mosaic, pattern="rggb"):
+def malvar_demosaic(mosaic: torch.Tensor, pattern: str = "rggb") -> torch.Tensor:
     """Malvar–He–Cutler 2004 demosaicking: the four 5×5 gradient-corrected
     filters run on the single-plane CFA; each pixel/channel picks its filter by
     its position in the 2×2 tile. Reflect padding (2 px) keeps the tile parity."""
@@ -149,7 +151,7 @@ _CLASSIFIER = torch.tensor([[0., 0., 1., 0., 1.],
                             [0., 0., 1., 0., 1.]])
 
 
-def menon_demosaic(mosaic, pattern="rggb", refine=True):
+def menon_demosaic(mosaic: torch.Tensor, pattern: str = "rggb", refine: bool = True) -> torch.Tensor:
     """Menon, Andriani & Calvagno 2007, "Demosaicing with directional filtering and a
     posteriori decision" (DDFAPD): green interpolated horizontally and vertically, the
     direction chosen per pixel by the smaller sum of chrominance gradients, then red and
@@ -221,7 +223,7 @@ def menon_demosaic(mosaic, pattern="rggb", refine=True):
 
 # ---------------------------------------------------------------- inpainting
 
-def biharmonic_inpaint(image, mask):
+def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Biharmonic inpainting (scikit-image) of the pixels where mask == 0.
 
     The mask is per pixel (its first channel is used); mask 3×H×W is broadcast
@@ -249,7 +251,7 @@ def biharmonic_inpaint(image, mask):
 
 # ---------------------------------------------------------------- registry
 
-def bayer_pattern_of(mask):
+def bayer_pattern_of(mask: torch.Tensor) -> str:
     """Name of the Bayer pattern a 3×H×W (or B×3×H×W) mask realises."""
     m, _ = _as_batch(mask, "mask")
     m = m[0]
@@ -276,7 +278,7 @@ BASELINES = {
 DEMOSAIC_BASELINES = ("bilinear", "malvar", "menon")
 
 
-def run_baseline(name, degraded, mask, pattern="rggb"):
+def run_baseline(name: str, degraded: torch.Tensor, mask: torch.Tensor | None, pattern: str = "rggb") -> torch.Tensor:
     """Run baseline `name` on a degraded image.
 
     Demosaicking baselines take their Bayer pattern from `mask` when it is

@@ -1,26 +1,17 @@
-"""Image-quality metrics computed the way papers report them.
+"""Owns the image-quality metrics, computed the way papers report them.
 
 PSNR is taken on the 0–255 scale over all three channels together (CPSNR for
 demosaicking); SSIM is scikit-image's colour SSIM. Both accept torch tensors
 (3×H×W, or 1×3×H×W) and numpy arrays (H×W×3), so restored tensors and images
 read from disk can be compared directly.
 """
+from __future__ import annotations
+
 import math
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
-
-
-def quantize(x):
-    """Round to the 8-bit levels a PNG stores, so metrics match the saved files.
-
-    Same rounding as `datasets.folder.save_image` (round half to even).
-    """
-    if isinstance(x, torch.Tensor):
-        return (x.clamp(0, 1) * 255).round() / 255
-    x = np.asarray(x)
-    return np.round(np.clip(x, 0, 1) * 255) / 255
 
 
 def _to_hwc(x):
@@ -61,7 +52,7 @@ def _pair(x, ref, border):
     return a, b
 
 
-def psnr(x, ref, border=0):
+def psnr(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray, border: int = 0) -> float:
     """PSNR in dB on the 0–255 scale, MSE over all pixels and channels (CPSNR)."""
     a, b = _pair(x, ref, border)
     mse = float(np.mean(((a - b) * 255.0) ** 2))
@@ -70,12 +61,8 @@ def psnr(x, ref, border=0):
     return 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def ssim(x, ref, border=0):
+def ssim(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray, border: int = 0) -> float:
     """Colour SSIM (scikit-image, channel_axis=-1, data_range=1)."""
     a, b = _pair(x, ref, border)
     return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
 
-
-def image_metrics(restored, ref, border=0):
-    """All metrics of one restored image against its reference."""
-    return {"psnr": psnr(restored, ref, border), "ssim": ssim(restored, ref, border)}

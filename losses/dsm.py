@@ -1,8 +1,14 @@
-"""Annealed denoising score matching (Song & Ermon 2019, Eq. 5-6; HGM Eq. 4)."""
+"""Owns the training loss: annealed denoising score matching (Song & Ermon 2019, Eq. 5-6; HGM Eq. 4)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import torch
 
 
-def anneal_dsm_loss(score_fn, x, sigmas, labels=None, anneal_power=2.0, noise=None):
+def anneal_dsm_loss(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    sigmas: torch.Tensor, labels: torch.Tensor | None = None, anneal_power: float = 2.0,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the batch of ½‖s(x̃, i) − target‖² · σ_i^anneal_power.
 
     x: clean (lifted) batch. x̃ = x + σ_i z and target = −(x̃ − x)/σ_i² = −z/σ_i,

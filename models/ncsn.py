@@ -1,10 +1,13 @@
-"""Conditional RefineNet with dilations (the NCSN of Song & Ermon, 2019).
+"""Owns the score network: the conditional RefineNet with dilations (the NCSN of Song & Ermon, 2019),
+its noise levels, and `build_model`, the one place a config becomes a network.
 
 The network s(x, i) estimates the score of the data perturbed with noise level
 sigma_i. It downsamples once and then widens its receptive field with dilated
 convolutions, so its cost grows with H*W*ngf^2; the channel count of the
 (lifted) input touches only the first and last convolution.
 """
+from __future__ import annotations
+
 from functools import partial
 
 import torch
@@ -12,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def get_sigmas(sigma_begin, sigma_end, num_classes, device=None):
+def get_sigmas(sigma_begin: float, sigma_end: float, num_classes: int,
+               device: torch.device | str | None = None) -> torch.Tensor:
     """The paper's noise levels: geometric from sigma_begin down to sigma_end."""
     return torch.exp(torch.linspace(torch.log(torch.tensor(float(sigma_begin))),
                                     torch.log(torch.tensor(float(sigma_end))),
@@ -161,7 +165,7 @@ class CondRefineNetDilated(nn.Module):
     [-1, 1] first. Any spatial size works; even sizes avoid interpolation.
     """
 
-    def __init__(self, channels, ngf, num_classes):
+    def __init__(self, channels: int, ngf: int, num_classes: int):
         super().__init__()
         self.channels, self.ngf, self.num_classes = channels, ngf, num_classes
         act = nn.ELU()
@@ -188,7 +192,7 @@ class CondRefineNetDilated(nn.Module):
             x = block(x, y)
         return x
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.begin_conv(2 * x - 1)
         l1 = self._run(self.res1, h, y)
         l2 = self._run(self.res2, l1, y)
@@ -199,3 +203,12 @@ class CondRefineNetDilated(nn.Module):
         r = self.refine3([l2, r], y, l2.shape[-2:])
         r = self.refine4([l1, r], y, l1.shape[-2:])
         return self.end_conv(self.act(self.end_norm(r, y)))
+
+
+def build_model(cfg: dict, channels: int,
+                device: torch.device | str | None = None) -> tuple[CondRefineNetDilated, torch.Tensor]:
+    """The score network that cfg["model"] describes, for a lifting with `channels` channels
+    (the transform's), and its noise levels, both on `device`."""
+    m = cfg["model"]
+    model = CondRefineNetDilated(channels, m["ngf"], m["num_classes"]).to(device)
+    return model, get_sigmas(m["sigma_begin"], m["sigma_end"], m["num_classes"], device)

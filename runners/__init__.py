@@ -1,1 +1,1 @@
-"""Runners: what `main.py --runner NAME` runs."""
+"""Runners: what `main.py --runner NAME` runs (training, restoration) and the plumbing they share."""

@@ -1,37 +1,28 @@
-"""Checkpoints: plain dicts written atomically and read with weights_only=True.
+"""Owns checkpoints: plain dicts written atomically, read with weights_only=True, and checked against a config.
 
 A checkpoint holds `model`, `optimizer`, `step`, `config` (the resolved config
 as a plain dict), optionally `ema` and `rng`. Before any work, the config a
 checkpoint was trained with is compared with the one asked for.
 """
+from __future__ import annotations
+
 import glob
 import os
 import re
-import time
 
 import torch
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.transforms import Transform, transform_from_config
 
 
-def atomic_save(obj, path):
+def atomic_save(obj: dict, path: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def move_aside(path, tag="replaced"):
-    """Rename `path` to a fresh `<path>.<tag>-<time>[-n]` (nothing is ever deleted); returns the new name."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    new, n = f"{path}.{tag}-{stamp}", 1
-    while os.path.exists(new):
-        n += 1
-        new = f"{path}.{tag}-{stamp}-{n}"
-    os.rename(path, new)
-    return new
-
-
-def strip_module_prefix(state):
+def strip_module_prefix(state: dict) -> dict:
     """DataParallel/DDP/compile wrappers prefix keys; checkpoints never carry them."""
     out = {}
     for k, v in state.items():
@@ -42,13 +33,13 @@ def strip_module_prefix(state):
     return out
 
 
-def save_checkpoint(state, log_dir, step):
+def save_checkpoint(state: dict, log_dir: str, step: int) -> None:
     os.makedirs(log_dir, exist_ok=True)
     atomic_save(state, os.path.join(log_dir, f"checkpoint_{step}.pth"))
     atomic_save(state, os.path.join(log_dir, "checkpoint.pth"))
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict:
     if not os.path.isfile(path):
         raise HGMError(f"no checkpoint at {path}")
     try:
@@ -60,7 +51,7 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def existing_checkpoints(log_dir):
+def existing_checkpoints(log_dir: str) -> list[str]:
     def step(p):
         m = re.search(r"checkpoint_(\d+)\.pth$", p)
         return int(m.group(1)) if m else -1
@@ -68,10 +59,10 @@ def existing_checkpoints(log_dir):
     return sorted(found, key=step)
 
 
-def model_signature(cfg):
-    """What must agree between a checkpoint and the config that loads it."""
-    from datasets.transforms import transform_from_config
-    t = transform_from_config(cfg)
+def model_signature(cfg: dict, transform: Transform | None = None) -> dict:
+    """What must agree between a checkpoint and the config that loads it (`transform`: the
+    config's, when the caller has built it already)."""
+    t = transform or transform_from_config(cfg)
     m = cfg["model"]
     name = t.name if t.name == "identity" else f"{t.name}(factor {cfg['data']['transform_factor']})"
     return {"transform": name, "channels": t.channels,
@@ -79,7 +70,7 @@ def model_signature(cfg):
             "sigma_begin": float(m["sigma_begin"]), "sigma_end": float(m["sigma_end"])}
 
 
-def check_compatible(ckpt, cfg, path):
+def check_compatible(ckpt: dict, cfg: dict, path: str, transform: Transform | None = None) -> None:
     """Raise, naming both values, if the checkpoint's model differs from the config's."""
     saved_cfg = ckpt.get("config")
     if not isinstance(saved_cfg, dict):
@@ -88,7 +79,7 @@ def check_compatible(ckpt, cfg, path):
         have = model_signature(saved_cfg)
     except (KeyError, TypeError, HGMError) as e:
         raise HGMError(f"{path} holds a config this version cannot read ({e})") from e
-    want = model_signature(cfg)
+    want = model_signature(cfg, transform)
     diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in want if have[k] != want[k]]
     if diffs:
         raise HGMError(f"checkpoint {path} does not match the config: " + "; ".join(diffs))

@@ -1,16 +1,19 @@
-"""Configs are data: YAML files loaded with safe_load into plain nested dicts.
+"""Owns configs: YAML files loaded with safe_load into plain nested dicts, inherited, overridden and validated.
 
 Every key that exists is declared, with its default, in configs/anneal.yml.
 A config file may name a `_base_` file (relative to itself) and overrides
 only what differs; `--set a.b=c` overrides after that. Unknown keys and
 wrong types are errors that name the key.
 """
+from __future__ import annotations
+
 import copy
 import os
 
 import yaml
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.transforms import canonical_name
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SCHEMA_FILE = os.path.join(CONFIG_DIR, "anneal.yml")
@@ -32,7 +35,7 @@ NULLABLE = {
 }
 
 
-def resolve_config_path(name):
+def resolve_config_path(name: str) -> str:
     """A path, or a file name (with or without .yml) under configs/."""
     for cand in (name, os.path.join(CONFIG_DIR, name), os.path.join(CONFIG_DIR, name + ".yml")):
         if os.path.isfile(cand):
@@ -51,7 +54,7 @@ def _read_yaml(path):
     return data
 
 
-def read_config_file(path, _seen=()):
+def read_config_file(path: str, _seen: tuple = ()) -> dict:
     """The explicit values of a config file, its `_base_` chain merged in."""
     path = os.path.abspath(path)
     if path in _seen:
@@ -70,7 +73,7 @@ def read_config_file(path, _seen=()):
     return merged
 
 
-def merge_into(dst, src):
+def merge_into(dst: dict, src: dict) -> dict:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
             merge_into(dst[k], v)
@@ -79,7 +82,7 @@ def merge_into(dst, src):
     return dst
 
 
-def flatten(d, prefix=""):
+def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -90,7 +93,7 @@ def flatten(d, prefix=""):
     return out
 
 
-def set_dotted(cfg, key, value):
+def set_dotted(cfg: dict, key: str, value: object) -> None:
     parts = key.split(".")
     node = cfg
     for p in parts[:-1]:
@@ -100,14 +103,7 @@ def set_dotted(cfg, key, value):
     node[parts[-1]] = value
 
 
-def get_dotted(cfg, key):
-    node = cfg
-    for p in key.split("."):
-        node = node[p]
-    return node
-
-
-def parse_set(items):
+def parse_set(items: list[str] | None) -> dict:
     """['a.b=1', 'c.d=x'] -> {'a.b': 1, 'c.d': 'x'} with YAML-typed values."""
     out = {}
     for item in items or []:
@@ -126,7 +122,7 @@ def _type_name(t):
             list: "a list"}.get(t, t.__name__)
 
 
-def validate(cfg, schema):
+def validate(cfg: dict, schema: dict) -> dict:
     """Check every key against the schema; returns cfg with ints widened to floats."""
     flat_schema = flatten(schema)
     sections = {k.rsplit(".", 1)[0] for k in flat_schema if "." in k}
@@ -162,23 +158,21 @@ def validate(cfg, schema):
     return cfg
 
 
-def schema():
+def schema() -> dict:
     return _read_yaml(SCHEMA_FILE)
 
 
-def canonical_transform(explicit, overrides):
+def canonical_transform(explicit: dict, overrides: dict) -> None:
     """Transform aliases (rgbrgb, pool, ...) become their canonical names in place,
     so `--set data.transform=pool` agrees with the runner train_12ch_pool."""
-    from datasets.transforms import ALIASES
     data = explicit.get("data")
     if isinstance(data, dict) and isinstance(data.get("transform"), str):
-        data["transform"] = ALIASES.get(data["transform"].lower(), data["transform"].lower())
+        data["transform"] = canonical_name(data["transform"])
     if isinstance(overrides.get("data.transform"), str):
-        t = overrides["data.transform"].lower()
-        overrides["data.transform"] = ALIASES.get(t, t)
+        overrides["data.transform"] = canonical_name(overrides["data.transform"])
 
 
-def load_config(name, overrides=None, fixed=None):
+def load_config(name: str, overrides: dict | None = None, fixed: dict | None = None) -> dict:
     """Resolve a config: schema defaults <- file (with _base_) <- fixed <- overrides.
 
     `fixed` are options a runner name implies (e.g. the transform); a file or an
@@ -200,6 +194,6 @@ def load_config(name, overrides=None, fixed=None):
     return validate(cfg, base)
 
 
-def dump_config(cfg, path):
+def dump_config(cfg: dict, path: str) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,4 +1,4 @@
-"""torchrun / DistributedDataParallel plumbing: one process per device.
+"""Owns the torchrun / DistributedDataParallel plumbing: one process per device.
 
 Plain `python main.py` is world size 1 and touches none of this: every helper
 below is a no-op (or just calls its function) when no process group exists.
@@ -10,32 +10,38 @@ Launch (the `--` matters: without it torchrun's own parser reads main.py's
 
 Collective waits are bounded by HGM_DIST_TIMEOUT seconds (default 300).
 """
+from __future__ import annotations
+
 import datetime
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
+
+T = TypeVar("T")
 
 
-def world_size():
+def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank():
+def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def is_main():
+def is_main() -> bool:
     return rank() == 0
 
 
-def initialized():
+def initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init(device_arg):
+def init(device_arg: str) -> torch.device | None:
     """Start the process group when launched by torchrun; returns the device to use
     (None for a plain single-process run)."""
     if world_size() == 1:
@@ -54,12 +60,12 @@ def init(device_arg):
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 
-def barrier():
+def barrier() -> None:
     if initialized():
         dist.barrier()
 
 
-def agree(fn):
+def agree(fn: Callable[[], T]) -> T:
     """Run fn() on this rank, then make every rank agree on the outcome.
 
     If fn raised on any rank, every rank raises: the failing rank its own
@@ -86,7 +92,7 @@ def agree(fn):
     return result
 
 
-def mean(value):
+def mean(value: torch.Tensor) -> float:
     """A scalar tensor averaged over all ranks, as a Python float (its .item() alone
     without a process group)."""
     if not initialized():
@@ -96,6 +102,6 @@ def mean(value):
     return t.item() / dist.get_world_size()
 
 
-def cleanup():
+def cleanup() -> None:
     if initialized():
         dist.destroy_process_group()

@@ -1,5 +1,4 @@
-"""Errors meant for people: main.py prints their message as one line and exits non-zero."""
+"""Re-export of `datasets.errors.HGMError` for code that imported it from here."""
+from datasets.errors import HGMError
 
-
-class HGMError(Exception):
-    """A problem with the user's input (config, data, checkpoint, flags)."""
+__all__ = ["HGMError"]

@@ -1,14 +1,16 @@
-"""Whole images as overlapping patches and back (overlaps averaged), plus the
-padding that makes any size fit a transform and the network."""
+"""Owns the image geometry of restoration: whole images as overlapping patches and back (overlaps
+averaged), plus the padding that makes any size fit a transform and the network."""
+from __future__ import annotations
+
 import math
 
 import torch
 import torch.nn.functional as F
 
-from runners.errors import HGMError
+from datasets.errors import HGMError
 
 
-def pad_to_multiple(x, multiple, mode="reflect"):
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad the bottom/right of B×C×H×W so H and W divide by `multiple`; returns (x, (h, w))."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -29,7 +31,7 @@ def _pad(x, pad, mode):
     return F.pad(x, pad, mode=mode)
 
 
-def patch_grid(size, patch, stride):
+def patch_grid(size: int, patch: int, stride: int) -> tuple[list[int], int]:
     """Start offsets covering [0, padded) with patches of `patch` every `stride`; returns (starts, padded)."""
     if patch >= size:
         return [0], patch
@@ -37,7 +39,7 @@ def patch_grid(size, patch, stride):
     return [k * stride for k in range(n)], (n - 1) * stride + patch
 
 
-def to_patches(x, patch, stride, mode="circular"):
+def to_patches(x: torch.Tensor, patch: int, stride: int, mode: str = "circular") -> tuple[torch.Tensor, tuple]:
     """B×C×H×W -> (N·B)×C×patch×patch, with what `from_patches` needs to undo it."""
     if stride <= 0 or stride > patch:
         raise HGMError(f"patch stride {stride} must be in 1..patch size {patch}")
@@ -49,7 +51,7 @@ def to_patches(x, patch, stride, mode="circular"):
     return torch.cat(tiles, dim=0), (x.shape[0], h, w, hp, wp, rows, cols, patch)
 
 
-def from_patches(tiles, layout):
+def from_patches(tiles: torch.Tensor, layout: tuple) -> torch.Tensor:
     """Stitch patches back, averaging overlaps, and crop the padding off."""
     b, h, w, hp, wp, rows, cols, patch = layout
     c = tiles.shape[1]

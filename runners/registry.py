@@ -1,13 +1,19 @@
-"""Runner names -> (generic runner, options the name fixes).
+"""Owns the runner names: each maps to a generic runner and the config options the name fixes.
 
 The paper's names (with its spelling, "demoscaicking") are aliases of two
 generic runners; names are matched case-insensitively. No eval.
 """
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.transforms import VARIANTS
 
-IDENTITY = {"data.transform": "identity"}
-COPY = {"data.transform": "channel_copy", "data.transform_factor": 2}
-POOL = {"data.transform": "pixel_scale", "data.transform_factor": 2}
+
+def variant_options(variant: str) -> dict:
+    """The config options a variant (3ch, 6ch, 12ch) fixes: its transform, and its factor where it takes one."""
+    name, factor = VARIANTS[variant]
+    return {"data.transform": name, **({} if factor is None else {"data.transform_factor": factor})}
+
+
+IDENTITY, COPY, POOL = variant_options("3ch"), variant_options("6ch"), variant_options("12ch")
 INPAINT = {"test.task": "inpaint"}
 DEMOSAIC = {"test.task": "demosaic"}
 PROGRESSIVE = {"test.progressive.enabled": True}
@@ -39,7 +45,7 @@ RUNNERS = {
 _BY_LOWER = {k.lower(): k for k in RUNNERS}
 
 
-def resolve_runner(name):
+def resolve_runner(name: str) -> tuple[str, str, dict]:
     """Return (canonical name, kind, fixed options) or raise listing the valid names."""
     key = _BY_LOWER.get(str(name).lower())
     if key is None:

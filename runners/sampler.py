@@ -1,70 +1,110 @@
-"""Annealed Langevin dynamics with data consistency (HGM, Sec. 3.3; Alg. 1).
+"""Owns the annealed Langevin sampler with data consistency (HGM, Sec. 3.3; Alg. 1) and its two update rules.
 
 The sampler is a plain function: it gets a score function, an initial state
 in the lifted space, the noise levels and step sizes, a data-consistency
-projection and an optional progressive anchor. It never sees a ground truth;
-a caller that wants a trace passes `callback`.
+projection and an optional earlier estimate (the progressive strategy). It
+never sees a ground truth; a caller that wants a trace passes `on_step`.
+
+An update rule is a pair of small functions, in the manner of
+score_sde_pytorch's predictors: `step` moves x along the score read at
+`read_at`, and `read_point` says where the next score is read; data
+consistency wraps either (the sampler projects after every step).
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SamplerDiverged(RuntimeError):
     """The iterate left the finite range (step_lr too large for the prior)."""
 
 
-def step_sizes(sigmas, step_lr):
+class UpdateRule(NamedTuple):
+    """step(score_fn, x, read_at, labels, eta, noise_scale) -> x; read_point(x, noise_scale) -> read_at."""
+    step: Callable[..., torch.Tensor]
+    read_point: Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def noisy_copy_step(score_fn: ScoreFn, x: torch.Tensor, read_at: torch.Tensor, labels: torch.Tensor, eta: float,
+                    noise_scale: float) -> torch.Tensor:
+    """x ← x + η s(x̂): the score is read at a noisy copy x̂ of the last iterate (the paper's code)."""
+    return x + eta * score_fn(read_at, labels)
+
+
+def noisy_copy(x: torch.Tensor, noise_scale: float) -> torch.Tensor:
+    """x̂ ← x + √(2η) z, drawn after data consistency."""
+    return x + noise_scale * torch.randn_like(x)
+
+
+def langevin_step(score_fn: ScoreFn, x: torch.Tensor, read_at: torch.Tensor, labels: torch.Tensor, eta: float,
+                  noise_scale: float) -> torch.Tensor:
+    """x ← x + η s(x) + √(2η) z (read_at is x itself)."""
+    return x + eta * score_fn(read_at, labels) + noise_scale * torch.randn_like(x)
+
+
+def at_iterate(x: torch.Tensor, noise_scale: float) -> torch.Tensor:
+    """The score is read at the iterate itself."""
+    return x
+
+
+# test.update values -> rules; "reference" is the rule of the paper's code
+UPDATE_RULES = {"reference": UpdateRule(noisy_copy_step, noisy_copy), "langevin": UpdateRule(langevin_step, at_iterate)}
+
+
+def step_sizes(sigmas: torch.Tensor, step_lr: float) -> list[float]:
     """η_i = step_lr · (σ_i / σ_L)² (the NCSN schedule the paper keeps)."""
     return [step_lr * (float(s) / float(sigmas[-1])) ** 2 for s in sigmas]
 
 
-def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, anchor=None, anchor_weight=1.0,
-                      first_level=0, update="reference", denoise=False, callback=None, progress=None, divergence_limit=1e4):
+def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, step_lr: float, n_steps_each: int, *,
+                      update: str = "reference", project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      earlier: torch.Tensor | None = None, earlier_weight: float = 1.0, start_level: int = 0,
+                      denoise: bool = False, on_step: Callable[[int, torch.Tensor], None] | None = None,
+                      divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
 
     score_fn(x, labels) -> score; x: B×C×H×W initial state.
+    update: a key of UPDATE_RULES ("reference": score read at a noisy copy; "langevin").
     project(x) -> x with the measurement enforced (called after every step).
-    anchor: lifted earlier estimate; adds −η·λ·(x − anchor), λ = anchor_weight/σ_i²
-    (progressive strategy, paper Eq. 11; the paper's weight is 1).
-    update: "reference" — x ← x + η s(x̂); x̂ ← x + √(2η) z (the score is read at a
-    noisy copy, as the paper's code does); "langevin" — x ← x + η s(x) + √(2η) z.
+    earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
+    −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
+    start_level: skip the levels before it (a good initial state needs no large noise).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie),
     which removes the sampler's leftover noise.
-    first_level: skip the levels before it (a good initial state needs no large noise).
-    callback(step, x): called after every step (for traces); progress: a tqdm bar.
+    on_step(step, x): called after every step (traces, progress bars).
     """
     project = project or (lambda v: v)
-    if update not in ("reference", "langevin"):
-        raise ValueError(f"unknown update {update!r} (reference | langevin)")
+    if update not in UPDATE_RULES:
+        raise ValueError(f"unknown update {update!r} ({' | '.join(UPDATE_RULES)})")
+    if not 0 <= start_level < len(sigmas):
+        raise ValueError(f"start level {start_level} is outside the {len(sigmas)} noise levels")
+    rule = UPDATE_RULES[update]
     x = project(x)
-    x_noisy = x
+    read_at = x
     b = x.shape[0]
     step = 0
-    if not 0 <= first_level < len(sigmas):
-        raise ValueError(f"first level {first_level} is outside the {len(sigmas)} noise levels")
     for i, (sigma, eta) in enumerate(zip(sigmas, step_sizes(sigmas, step_lr))):
-        if i < first_level:
+        if i < start_level:
             continue
         sigma = float(sigma)
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
         noise_scale = math.sqrt(2.0 * eta)
         for _ in range(n_steps_each):
-            if update == "reference":
-                x = x + eta * score_fn(x_noisy, labels)
-            else:
-                x = x + eta * score_fn(x, labels) + noise_scale * torch.randn_like(x)
-            if anchor is not None:
-                x = x - (anchor_weight * eta / sigma ** 2) * (x - anchor)
+            x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
+            if earlier is not None:
+                x = x - (earlier_weight * eta / sigma ** 2) * (x - earlier)
             x = project(x)
-            if update == "reference":
-                x_noisy = x + noise_scale * torch.randn_like(x)
+            read_at = rule.read_point(x, noise_scale)
             step += 1
-            if callback is not None:
-                callback(step, x)
-            if progress is not None:
-                progress.update(1)
+            if on_step is not None:
+                on_step(step, x)
         # one host sync per level, not per step
         if not bool(torch.isfinite(x).all()) or float(x.abs().amax()) > divergence_limit:
             raise SamplerDiverged(f"the iterate diverged at noise level {i + 1} of {len(sigmas)} "
@@ -75,11 +115,11 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, project=None, 
     return x
 
 
-def nfe(n_levels, n_steps_each, denoise):
+def nfe(n_levels: int, n_steps_each: int, denoise: bool) -> int:
     """Network evaluations per sample."""
     return n_levels * n_steps_each + int(bool(denoise))
 
 
-def level_bar(desc):
+def level_bar(desc: str) -> tqdm:
     """A per-image bar; restore_image sets its total (levels × steps × chunks)."""
     return tqdm(desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)

@@ -1,0 +1,1 @@
+"""Command-line scripts behind the README: demo, baselines, tables, benchmark, tuning, prior export."""

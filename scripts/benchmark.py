@@ -26,14 +26,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.operators import bayer_mask  # noqa: E402
-from datasets.transforms import make_transform  # noqa: E402
+from datasets.masks import bayer_mask  # noqa: E402
+from datasets.transforms import VARIANTS, transform_from_config  # noqa: E402
 from evaluation.metrics import psnr, ssim  # noqa: E402
-from models.ncsn import CondRefineNetDilated, get_sigmas  # noqa: E402
+from models.ncsn import build_model  # noqa: E402
 from runners.patches import from_patches, to_patches  # noqa: E402
-from runners.restore import Prior, restore_image  # noqa: E402
-
-VARIANTS = {"3ch": ("identity", 1), "6ch": ("channel_copy", 2), "12ch": ("pixel_scale", 2)}
+from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
 
 
 def sync(device):
@@ -111,7 +109,7 @@ def profile_forward(model, x, device):
             print(f"    {e.key:40s} {100 * e.self_cpu_time_total / total:5.1f} %  ×{e.count}")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", default="12ch", choices=sorted(VARIANTS))
     p.add_argument("--size", type=int, default=500, help="image side (a smooth synthetic test image)")
@@ -132,21 +130,21 @@ def main(argv=None):
     device = torch.device(a.device)
     torch.manual_seed(0)
     name, factor = VARIANTS[a.variant]
-    transform = make_transform(name, factor)
+    n_levels = 10
     cfg = {"data": {"transform": name, "transform_factor": factor},
-           "model": {"ngf": a.ngf, "num_classes": 10, "sigma_begin": 1.0, "sigma_end": 0.01}}
-    model = CondRefineNetDilated(transform.channels, a.ngf, 10)
+           "model": {"ngf": a.ngf, "num_classes": n_levels, "sigma_begin": 1.0, "sigma_end": 0.01}}
+    transform = transform_from_config(cfg)
+    model, sigmas = build_model(cfg, transform.channels)
+    sigmas = sigmas.to(device)
     if a.checkpoint:
         model.load_state_dict({k: v.float() for k, v in torch.load(a.checkpoint, weights_only=True)["model"].items()})
     model = model.to(device).eval()
-    n_levels = 10
     n_steps = max(1, a.nfe // n_levels)
     nfe = n_levels * n_steps
     yy, xx = torch.meshgrid(torch.linspace(0, 6, a.size), torch.linspace(0, 6, a.size), indexing="ij")
     gt = torch.stack([torch.sin(xx) * 0.3 + 0.5, torch.cos(yy) * 0.3 + 0.5, torch.sin(xx + yy) * 0.3 + 0.5])[None]
     gt = gt.to(device)
     mask = bayer_mask("rggb", a.size, a.size, device)[None]
-    sigmas = get_sigmas(1.0, 0.01, n_levels, device)
     side = (a.patch or a.size) // (2 if a.variant == "12ch" else 1)
     x1 = torch.rand(1, transform.channels, side, side, device=device)
     flops = forward_flops(model, x1, torch.zeros(1, dtype=torch.long, device=device))
@@ -159,20 +157,20 @@ def main(argv=None):
     if a.profile:
         profile_forward(model, x1, device)
     ref_patch = a.ref_patch if a.ref_patch and a.ref_patch < a.size else 0
-    prior = Prior({"model": model.state_dict(), "step": 0}, {**cfg, "test": {}}, device, bf16=a.bf16,
-                  compile=a.compile, channels_last=a.channels_last)
-    tcfg = {"patch_size": a.patch or None, "patch_stride": a.stride, "pad_mode": "circular",
-            "patch_batch": a.patch_batch or None, "init": "uniform", "update": "reference", "denoise": False,
-            "start_level": 0}
+    prior = Prior({"model": model.state_dict(), "step": 0}, cfg, device,
+                  PriorOptions(bf16=a.bf16, compile=a.compile, channels_last=a.channels_last), transform)
+    settings = SamplerSettings(step_lr=1e-5, n_steps_each=n_steps, patch_size=a.patch or None, patch_stride=a.stride,
+                               pad_mode="circular", patch_batch=a.patch_batch or None)
+    settings.validate(n_levels)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        restore_image(prior, gt * mask, mask, tcfg, 1e-5, 1)  # warm-up (and compilation)
+        restore_image(prior, gt * mask, mask, settings.with_schedule(None, 1))  # warm-up (and compilation)
     sync(device)
     if a.compile:
         print(f"compilation and warm-up: {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     with torch.inference_mode():
-        restore_image(prior, gt * mask, mask, tcfg, 1e-5, n_steps)
+        restore_image(prior, gt * mask, mask, settings)
     sync(device)
     ours = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as hgm  # noqa: E402
-from datasets.folder import read_image, save_image  # noqa: E402
+from datasets.folder import move_aside, read_image, save_image  # noqa: E402
 from scripts import make_table, run_baseline  # noqa: E402
 
 # scikit-image's bundled sample images (public domain / CC0), cropped to 256×256
@@ -48,7 +48,7 @@ def compare(out_dir, columns, gt_dir):
         save_image(row, os.path.join(out_dir, "compare", stem + ".png"))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-o", "--out", default="demo_out")
     p.add_argument("--prior", default=PRIOR, help="a 12-channel (pixel_scale) prior")
@@ -57,9 +57,7 @@ def main(argv=None):
         print(f"error: no prior at {a.prior}", file=sys.stderr)
         return 1
     if os.path.isdir(a.out) and os.listdir(a.out):
-        old = f"{a.out}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.rename(a.out, old)
-        print(f"moved the earlier {a.out} to {old}")
+        print(f"moved the earlier {a.out} to {move_aside(a.out, 'old')}")
     gt = write_images(os.path.join(a.out, "images"))
     report = ["# hgm demo", "", f"Prior: `{os.path.relpath(a.prior, ROOT)}`; images: three 256×256 crops of "
               "scikit-image's sample images; metrics of the final output as written to PNG.", ""]

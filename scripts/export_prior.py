@@ -9,12 +9,12 @@ import argparse
 import os
 import sys
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
 
 
-def export(src, dst, use_ema=False):
+def export(src: str, dst: str, use_ema: bool = False) -> dict:
     ckpt = load_checkpoint(src)
     weights = ckpt["ema"] if (use_ema and "ema" in ckpt) else ckpt["model"]
     out = {"model": {k: v.half() if v.is_floating_point() else v for k, v in strip_module_prefix(weights).items()},
@@ -27,14 +27,13 @@ def export(src, dst, use_ema=False):
     return out
 
 
-def model_card(out, dst, command, machine, held_out):
+def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[str]) -> None:
     cfg = out["config"]
     d, m, t = cfg["data"], cfg["model"], cfg["training"]
     hours = (out["train_seconds"] or 0) / 3600
     lines = [f"# {os.path.basename(dst)}", "",
-             f"A {d['transform']} prior (HGM {'3' if d['transform'] == 'identity' else ''}"
-             f"{'6' if d['transform'] == 'channel_copy' else ''}{'12' if d['transform'] == 'pixel_scale' else ''}"
-             f"-channel), CondRefineNetDilated, trained by annealed DSM.", "",
+             f"A {d['transform']} prior (HGM {transform_from_config(cfg).channels}-channel), CondRefineNetDilated, "
+             f"trained by annealed DSM.", "",
              "| | |", "|---|---|",
              f"| data | `{d['path']}` (CBSD432), {d['val_images']} images held out (seed 0): {', '.join(held_out)} |",
              f"| crops | {d['image_size']}×{d['image_size']} colour pixels, 8-fold augmentation: {d['augment']}, "
@@ -56,7 +55,7 @@ def model_card(out, dst, command, machine, held_out):
         f.write("\n".join(line for line in lines if line is not None) + "\n")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("dst")

@@ -4,24 +4,19 @@
     python scripts/make_table.py bilinear=out/bilinear malvar=out/malvar hgm_12ch=out/hgm12
 """
 import argparse
-import csv
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.errors import HGMError  # noqa: E402
+from evaluation.report import mean_row  # noqa: E402
 
 COLUMNS = [("psnr", "PSNR (dB)"), ("psnr_border", "PSNR, border 10 (dB)"), ("ssim", "SSIM"),
            ("nfe", "NFE"), ("seconds", "s / image")]
 
 
-def mean_row(folder):
-    path = os.path.join(folder, "metrics.csv")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows or rows[-1]["image"] != "mean":
-        raise SystemExit(f"{path} has no mean row (did every image fail?)")
-    return rows[-1], len(rows) - 1
-
-
-def table(entries, columns=COLUMNS):
+def table(entries: list[tuple[str, str]], columns: list[tuple[str, str]] = COLUMNS) -> str:
+    """A markdown table of the mean rows of (name, output folder) entries."""
     head = "| method | images | " + " | ".join(c[1] for c in columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 2)]
     for name, folder in entries:
@@ -30,7 +25,8 @@ def table(entries, columns=COLUMNS):
         for key, _ in columns:
             v = row.get(key, "")
             try:
-                v = f"{float(v):.4f}" if key.startswith("ssim") else (f"{float(v):.2f}" if key != "nfe" else f"{float(v):.0f}")
+                digits = 4 if key.startswith("ssim") else (0 if key == "nfe" else 2)
+                v = f"{float(v):.{digits}f}"
             except ValueError:
                 pass
             cells.append(v)
@@ -38,12 +34,16 @@ def table(entries, columns=COLUMNS):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("entries", nargs="+", help="NAME=FOLDER")
     args = p.parse_args(argv)
     entries = [e.split("=", 1) if "=" in e else (os.path.basename(e.rstrip("/")), e) for e in args.entries]
-    print(table(entries))
+    try:
+        print(table(entries))
+    except HGMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Restore a folder with a classical method, on exactly the inputs HGM sees.
 
-Degradation, masks, output layout and metrics are those of the restore runner
-(`runners/restore.py`), so tables compare like with like:
+Degradation, masks (datasets/inputs.py), output layout and metrics.csv
+(evaluation/report.py) are those of the restore runner, so tables compare like
+with like:
 
     python scripts/run_baseline.py --method malvar --task demosaic --data ../shared/data/kodak24 -o out/malvar
     python scripts/run_baseline.py --method biharmonic --task inpaint --mask ../shared/data/masks/text.png \
@@ -16,14 +17,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from datasets.errors import HGMError  # noqa: E402
 from datasets.folder import save_image  # noqa: E402
+from datasets.inputs import load_inputs  # noqa: E402
 from evaluation.baselines import run_baseline  # noqa: E402
+from evaluation.report import image_metrics_of_file, prepare_output, write_metrics  # noqa: E402
 from runners.config import dump_config, load_config, parse_set  # noqa: E402
-from runners.errors import HGMError  # noqa: E402
-from runners.restore import RestoreRunner, load_inputs, score_file  # noqa: E402
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic"])
     p.add_argument("--task", required=True, choices=["demosaic", "inpaint"])
@@ -42,10 +44,8 @@ def main(argv=None):
         sets.append(f"test.image_size={args.image_size}")
     try:
         cfg = load_config("anneal.yml", parse_set(sets))
-        tcfg = cfg["test"]
-        items = load_inputs(tcfg)
-        runner = RestoreRunner(argparse.Namespace(overwrite=False), cfg, None)
-        runner._prepare_output(args.out)
+        items = load_inputs(cfg["test"])
+        prepare_output(args.out)
         dump_config(cfg, os.path.join(args.out, "config.yml"))
         rows = []
         for stem, gt, y, mask in items:
@@ -55,10 +55,10 @@ def main(argv=None):
             path = os.path.join(args.out, "restored", stem + ".png")
             save_image(result, path)
             row = {"image": stem, "nfe": 0, "seconds": round(time.time() - t0, 3), "status": "ok"}
-            row.update(score_file(path, gt, args.border))
+            row.update(image_metrics_of_file(path, gt, args.border))
             rows.append(row)
             logging.info("%s: PSNR %.2f dB", stem, row["psnr"])
-        runner._write_tables(args.out, rows, True, [])
+        write_metrics(args.out, rows, True)
     except HGMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ The held-out files are those the training run held out for its validation loss
 Prints a table sorted by mean PSNR and writes it to OUT/tune.md.
 """
 import argparse
-import csv
 import itertools
 import os
 import sys
@@ -21,11 +20,12 @@ sys.path.insert(0, ROOT)
 
 import main as hgm  # noqa: E402
 from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
+from datasets.inputs import centre_crop  # noqa: E402
+from evaluation.report import mean_row  # noqa: E402
 from runners.config import load_config, parse_set  # noqa: E402
-from runners.restore import centre_crop  # noqa: E402
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runner", required=True)
     p.add_argument("--config", required=True)
@@ -59,12 +59,12 @@ def main(argv=None):
             if rc:
                 results.append((name, float("nan"), float("nan"), "failed"))
                 continue
-        with open(os.path.join(out, "metrics.csv")) as f:
-            mean = list(csv.DictReader(f))[-1]
+        mean, _ = mean_row(out)
         results.append((name, float(mean["psnr"]), float(mean["ssim"]), mean["nfe"]))
     results.sort(key=lambda r: -r[1] if r[1] == r[1] else float("inf"))
-    lines = [f"Tuning on {len(paths)} held-out {a.crop}×{a.crop} crops ({', '.join(os.path.basename(p) for p in paths)})"
-             f" — {a.runner}, {a.config}, prior {a.prior}", "", "| setting | PSNR (dB) | SSIM | NFE |", "|---|---|---|---|"]
+    names = ", ".join(os.path.basename(p) for p in paths)
+    lines = [f"Tuning on {len(paths)} held-out {a.crop}×{a.crop} crops ({names}) — {a.runner}, {a.config}, "
+             f"prior {a.prior}", "", "| setting | PSNR (dB) | SSIM | NFE |", "|---|---|---|---|"]
     lines += [f"| {n} | {ps:.2f} | {ss:.4f} | {nfe} |" for n, ps, ss, nfe in results]
     text = "\n".join(lines)
     with open(os.path.join(a.out, "tune.md"), "w") as f:

@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
+from datasets.errors import HGMError
 from runners.config import SCHEMA_FILE, load_config, parse_set, read_config_file, resolve_config_path
-from runners.errors import HGMError
 from runners.registry import RUNNERS, resolve_runner
 
 PAPER_TRAIN = ["train_6ch_rgbrgb", "train_12ch_pool", "train_3ch_rgb", "Anneal_runner_train_6ch_demoscaicking",

@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import write_rgb_images
-from datasets.folder import (RandomCrops, as_float, list_images, read_image, read_images, to_storage,
-                             training_images)
-from runners.errors import HGMError
+from datasets.errors import HGMError
+from datasets.folder import RandomCrops, as_float, list_images, read_image, read_images, to_storage, training_images
 
 
 def save(arr, path, **kw):
@@ -196,7 +195,8 @@ def test_random_crops_shapes_and_windows():
         assert c.shape == (3, 16, 16) and c.dtype == torch.float32 and c.is_contiguous()
         src = as_float(images[i % 2])
         h, w = src.shape[-2:]
-        assert any(torch.equal(c, src[:, t:t + 16, l:l + 16]) for t in range(h - 15) for l in range(w - 15))
+        assert any(torch.equal(c, src[:, t:t + 16, left:left + 16]) for t in range(h - 15)
+                   for left in range(w - 15))
     assert len(RandomCrops(images, 16, min_len=1)) == 2
 
 
@@ -226,8 +226,8 @@ def test_augmented_crops_of_a_larger_image_keep_pixel_multisets():
         c = ds[0]
         ok = False
         for t in range(5):
-            for l in range(7):
-                if any(torch.equal(c, v) for v in dihedral(x[:, t:t + 8, l:l + 8])):
+            for left in range(7):
+                if any(torch.equal(c, v) for v in dihedral(x[:, t:t + 8, left:left + 8])):
                     ok = True
         assert ok
 
@@ -263,6 +263,7 @@ def test_lazy_loading_gives_the_same_split(tmp_path):
 
 def test_16bit_colour_tiff_keeps_its_precision(tmp_path):
     import tifffile
+
     from datasets.folder import read_image
     a = (np.random.default_rng(0).random((6, 7, 3)) * 65535).astype(np.uint16)
     tifffile.imwrite(tmp_path / "deep.tif", a, photometric="rgb")
@@ -275,6 +276,7 @@ def test_16bit_colour_png_is_read_to_8_bit_precision(tmp_path):
     """Pillow reads 48-bit PNGs at 8 bits per channel: within one 8-bit level."""
     import struct
     import zlib
+
     from datasets.folder import read_image
     a = (np.random.default_rng(1).random((5, 6, 3)) * 65535).astype(">u2")
     raw = b"".join(b"\x00" + a[i].tobytes() for i in range(5))

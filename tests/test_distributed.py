@@ -6,7 +6,9 @@ Every launch uses the documented command (README, "Training on several GPUs"):
 
 as `python -m torch.distributed.run`, the same program as `torchrun`, so the
 test does not depend on PATH. The `--` keeps torchrun's own parser from reading
-main.py's `--run` as an abbreviation of its `--run-path`.
+main.py's `--run` as an abbreviation of its `--run-path`. Two launches run
+tests/ddp_spy.py instead of main.py: the same main(), with the training step
+wrapped from the outside to record each rank's weights or to kill a rank.
 """
 import glob
 import os
@@ -40,14 +42,18 @@ def launch(cmd, env_extra=None):
     return proc.returncode, proc.stdout + proc.stderr, time.time() - t0
 
 
-def train_args(data, run, doc, *sets):
-    return ["main.py", "--runner", "train_6ch_rgbrgb", "--config", "tiny.yml", "--doc", doc, "--run", run,
+SPY = os.path.join("tests", "ddp_spy.py")
+
+
+def train_args(data, run, doc, *sets, program="main.py"):
+    return [program, "--runner", "train_6ch_rgbrgb", "--config", "tiny.yml", "--doc", doc, "--run", run,
             "--device", "cpu", "--set", f"data.path={data}", "training.snapshot_freq=2", *sets]
 
 
 def torchrun(data, run, doc, *sets, resume=False, env=None):
+    """The documented torchrun command; with `env` (HGM_TEST_* settings) through tests/ddp_spy.py."""
     extra = ["--resume_training"] if resume else []
-    return launch(TORCHRUN + train_args(data, run, doc, *sets) + extra, env)
+    return launch(TORCHRUN + train_args(data, run, doc, *sets, program=SPY if env else "main.py") + extra, env)
 
 
 def single(data, run, doc, *sets, resume=False):

@@ -10,7 +10,7 @@ from PIL import Image
 
 import main as hgm_main
 from datasets.folder import read_image
-from datasets.operators import bayer_mask
+from datasets.masks import bayer_mask
 from evaluation.metrics import psnr
 
 TEST_NAMES = {

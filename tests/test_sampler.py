@@ -1,13 +1,15 @@
 """The sampler against closed forms, and the restoration pipeline's guarantees."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from datasets.operators import MaskedObservation, bayer_mask, box_mask, random_mask
+from datasets.masks import bayer_mask, box_mask, random_mask
+from datasets.operators import MaskedObservation
 from datasets.transforms import make_transform
 from runners.patches import from_patches, pad_to_multiple, to_patches
-from runners.restore import restore_image
+from runners.restoration import SamplerSettings, restore_image
 from runners.sampler import SamplerDiverged, annealed_langevin, step_sizes
 
 torch.set_num_threads(1)
@@ -75,14 +77,14 @@ def test_step_sizes_follow_the_schedule():
     assert step_sizes(sig, 2e-5) == pytest.approx([2e-5 * 1e4, 2e-5 * 100, 2e-5])
 
 
-def test_progressive_anchor_pulls_towards_the_earlier_estimate():
-    """With a zero score (and the reference update, whose x carries no noise) the anchor
-    term alone contracts x towards the anchor by (1 - η/σ²) per step."""
+def test_progressive_term_pulls_towards_the_earlier_estimate():
+    """With a zero score (and the reference update, whose x carries no noise) the progressive
+    term alone contracts x towards the earlier estimate by (1 - η/σ²) per step."""
     sig = torch.tensor([1.0, 0.5])
-    anchor = torch.full((1, 3, 4, 4), 0.25)
+    earlier = torch.full((1, 3, 4, 4), 0.25)
     out = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
-                            n_steps_each=200, anchor=anchor, update="reference")
-    assert (out - anchor).abs().max() < 1e-3
+                            n_steps_each=200, earlier=earlier, update="reference")
+    assert (out - earlier).abs().max() < 1e-3
     far = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
                             n_steps_each=200, update="reference")
     assert torch.equal(far, torch.ones(1, 3, 4, 4))
@@ -108,8 +110,7 @@ class FakePrior:
         return self._score(x, labels)
 
 
-TCFG = {"patch_size": None, "patch_stride": 8, "pad_mode": "reflect", "patch_batch": None, "init": "uniform",
-        "update": "reference", "denoise": True, "progressive": {"weight": 1.0}, "start_level": 0}
+SETTINGS = SamplerSettings(step_lr=0.01, n_steps_each=3, patch_stride=8, pad_mode="reflect", denoise=True)
 
 
 @pytest.mark.parametrize("transform", ["identity", "channel_copy", "pixel_scale"])
@@ -123,7 +124,7 @@ def test_known_pixels_are_kept_exactly(transform, task, patch):
             "box": box_mask(h, w, 5)}[task][None]
     y = gt * mask
     prior = FakePrior(make_transform(transform))
-    out = restore_image(prior, y, mask, dict(TCFG, patch_size=patch), step_lr=0.01, n_steps_each=3)
+    out = restore_image(prior, y, mask, replace(SETTINGS, patch_size=patch))
     assert out.shape == gt.shape
     assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
     assert out.min() >= 0 and out.max() <= 1
@@ -141,7 +142,8 @@ def test_patch_stitching_of_an_identity_model_reproduces_the_image(size, patch, 
 def test_restoration_through_patches_equals_the_image_when_all_is_known():
     x = torch.rand(1, 3, 40, 44)
     mask = torch.ones_like(x)
-    out = restore_image(FakePrior(make_transform("channel_copy")), x, mask, dict(TCFG, patch_size=16), 0.01, 2)
+    out = restore_image(FakePrior(make_transform("channel_copy")), x, mask,
+                        replace(SETTINGS, patch_size=16, n_steps_each=2))
     assert torch.equal(out, x)
 
 
@@ -152,28 +154,35 @@ def test_pad_to_multiple_pads_only_what_is_needed():
     assert torch.equal(p[..., :13, :], x)
 
 
-def test_the_sampler_never_needs_the_ground_truth():
-    """The API has no ground-truth argument: the same y gives the same result
-    whatever image produced it (fixed seed)."""
+@pytest.mark.parametrize("init", ["uniform", "measurement", "bilinear"])
+def test_the_sampler_never_needs_the_ground_truth(init):
+    """Two ground truths that agree on the measured samples, fed as they come (y = gt, the
+    mask not applied by the caller): restoration must read only the measured samples, so
+    the two results are identical (fixed seed), and they differ from those of another
+    measurement. Were any unmeasured value used, the results would differ."""
     mask = bayer_mask("rggb", 8, 8)[None]
     a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     b = torch.where(mask > 0.5, a, b)  # same measurement, different truth
-    outs = []
-    for gt in (a, b):
+    assert not torch.equal(a, b)
+
+    def restore(y):
         torch.manual_seed(3)
-        outs.append(restore_image(FakePrior(make_transform("identity")), gt * mask, mask, TCFG, 0.01, 2))
-    assert torch.equal(outs[0], outs[1])
-    assert not math.isnan(float(outs[0].sum()))
+        return restore_image(FakePrior(make_transform("identity")), y, mask,
+                             replace(SETTINGS, init=init, n_steps_each=2, step_lr=1e-4))  # the start matters
+    out_a = restore(a)
+    assert torch.equal(out_a, restore(b))
+    assert not math.isnan(float(out_a.sum()))
+    assert not torch.equal(out_a, restore(torch.where(mask > 0.5, 1 - a, a)))  # the measurement does matter
 
 
 def test_progressive_weight_scales_the_pull():
-    """weight 0 is no anchor at all; a weight w contracts by (1 - w·η/σ²) per step."""
+    """weight 0 is no pull at all; a weight w contracts by (1 - w·η/σ²) per step."""
     sig = torch.tensor([1.0])
-    anchor = torch.zeros(1, 3, 2, 2)
+    earlier = torch.zeros(1, 3, 2, 2)
     zero = lambda x, lab: torch.zeros_like(x)  # noqa: E731
-    none = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, anchor=anchor, anchor_weight=0.0)
+    none = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, earlier=earlier, earlier_weight=0.0)
     assert torch.equal(none, torch.ones(1, 3, 2, 2))
-    half = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, anchor=anchor, anchor_weight=0.5)
+    half = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, earlier=earlier, earlier_weight=0.5)
     assert torch.allclose(half, torch.full((1, 3, 2, 2), (1 - 0.05) ** 3))
 
 
@@ -190,13 +199,23 @@ def test_classical_init_with_skipped_levels(init, task):
                       sigmas=(1.0, 0.5, 0.1, 0.05))
     calls = []
     prior._score = lambda x, lab: calls.append(int(lab[0])) or torch.zeros_like(x)
-    out = restore_image(prior, gt * mask, mask, dict(TCFG, init=init, start_level=2, denoise=False), 1e-3, 2)
+    out = restore_image(prior, gt * mask, mask,
+                        replace(SETTINGS, init=init, start_level=2, denoise=False, step_lr=1e-3, n_steps_each=2))
     assert calls == [2, 2, 3, 3]  # only the last two levels ran
     from evaluation.baselines import run_baseline
     assert torch.allclose(out, run_baseline(init, (gt * mask)[0], mask[0])[None], atol=1e-5)
     assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
 
 
-def test_first_level_out_of_range_is_an_error():
-    with pytest.raises(ValueError, match="first level"):
-        annealed_langevin(lambda x, lab: x, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]), 1e-3, 1, first_level=2)
+def test_start_level_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="start level"):
+        annealed_langevin(lambda x, lab: x, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]), 1e-3, 1, start_level=2)
+
+
+@pytest.mark.parametrize("setting,word", [({"update": "euler"}, "test.update"), ({"init": "zeros"}, "test.init"),
+                                          ({"step_lr": 0.0}, "test.step_lr"), ({"start_level": 10}, "test.start_level"),
+                                          ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
+def test_sampler_settings_are_checked(setting, word):
+    from datasets.errors import HGMError
+    with pytest.raises(HGMError, match=word):
+        replace(SETTINGS, **setting).validate(10)

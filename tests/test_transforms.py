@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from datasets.errors import HGMError
 from datasets.transforms import ChannelCopy, Identity, PixelScale, make_transform, transform_from_config
-from runners.errors import HGMError
 
 
 def rand(shape, seed=0, dtype=torch.float32):

@@ -14,5 +14,6 @@ imgs = np.round(np.stack([np.stack([zone, 0.8 * zone + 0.1, 1 - zone], -1), fiel
 out = {}
 for pat in ["RGGB", "BGGR", "GRBG", "GBRG"]:
     m = np.stack(masks_CFA_Bayer((h, w), pat), -1)
-    out[pat.lower()] = np.stack([demosaicing_CFA_Bayer_Menon2007((im * m).sum(-1), pat) for im in imgs]).astype(np.float32)
+    out[pat.lower()] = np.stack([demosaicing_CFA_Bayer_Menon2007((im * m).sum(-1), pat)
+                                 for im in imgs]).astype(np.float32)
 np.savez_compressed("menon2007_reference.npz", images=imgs.astype(np.float32), **out)

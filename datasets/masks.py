@@ -1,0 +1,77 @@
+"""Owns the masks of the two tasks: Bayer patterns, random and box holes, mask files, and the mask of each test image.
+
+A mask is 3×H×W with 1 where a colour sample is measured.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from datasets.errors import HGMError
+from datasets.folder import read_image
+
+PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
+_CHANNEL = {"r": 0, "g": 1, "b": 2}
+MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")
+
+
+def bayer_mask(pattern: str, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """3×H×W mask of a Bayer colour filter array; the pattern names the 2×2 tile
+    read row by row (RGGB: R at even row/even col, B at odd/odd, G elsewhere)."""
+    pattern = str(pattern).lower()
+    if pattern not in PATTERNS:
+        raise HGMError(f"unknown Bayer pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+    m = torch.zeros(3, h, w, device=device)
+    for k, c in enumerate(pattern):
+        i, j = divmod(k, 2)
+        m[_CHANNEL[c], i::2, j::2] = 1
+    return m
+
+
+def random_mask(h: int, w: int, missing_rate: float, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """Pixels missing at random (all three channels of a pixel together)."""
+    if not 0 <= missing_rate < 1:
+        raise HGMError(f"missing rate must be in [0, 1), got {missing_rate}")
+    keep = (torch.rand(h, w, generator=generator) >= missing_rate).float()
+    return keep.expand(3, h, w).clone().to(device)
+
+
+def box_mask(h: int, w: int, size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """A centred size×size hole."""
+    if size >= min(h, w):
+        raise HGMError(f"box of {size} pixels does not fit a {h}×{w} image")
+    m = torch.ones(3, h, w, device=device)
+    top, left = (h - size) // 2, (w - size) // 2
+    m[:, top:top + size, left:left + size] = 0
+    return m
+
+
+def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
+    """A mask image (255 known, 0 missing) that must be H×W."""
+    m = read_image(path)[:1]
+    if m.shape[-2:] != (h, w):
+        raise HGMError(f"mask {path} is {m.shape[-2]}×{m.shape[-1]} but the image is {h}×{w}")
+    return (m > 0.5).float().expand(3, h, w).clone()
+
+
+def mask_for_image(tcfg: dict, stem: str, h: int, w: int, index: int) -> torch.Tensor:
+    """The mask of test image number `index` (named `stem`) under the test.* settings."""
+    if tcfg["task"] == "demosaic":
+        return bayer_mask(tcfg["pattern"], h, w)
+    spec = str(tcfg["mask"])
+    if spec == "random":
+        g = torch.Generator().manual_seed(1000 + index)  # the same mask for the same image every run
+        return random_mask(h, w, tcfg["missing_rate"], generator=g)
+    if spec == "box":
+        return box_mask(h, w, tcfg["box_size"])
+    if os.path.isdir(spec):
+        for ext in MASK_EXTENSIONS:
+            p = os.path.join(spec, stem + ext)
+            if os.path.isfile(p):
+                return read_mask_file(p, h, w)
+        raise HGMError(f"no mask named {stem}.png in {spec}")
+    if os.path.isfile(spec):
+        return read_mask_file(spec, h, w)
+    raise HGMError(f"test.mask={spec!r} is neither random, box, a mask file nor a folder")

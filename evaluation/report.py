@@ -1,0 +1,109 @@
+"""Owns a restoration's output folder and its tables: the one writer and the one reader of metrics.csv
+(and trace.csv), and the metrics of a restored file as written.
+
+metrics.csv has one row per image (`image`, the metrics, `nfe`, `seconds`,
+`status`) and, when any image succeeded, a last row `mean` over the ok ones.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+
+import torch
+
+from datasets.errors import HGMError
+from datasets.folder import move_aside, read_image
+from evaluation.metrics import psnr, ssim
+
+log = logging.getLogger("hgm")
+
+METRIC_FIELDS = ["image", "psnr", "ssim", "psnr_border", "ssim_border", "nfe", "seconds", "status"]
+COST_FIELDS = ["image", "nfe", "seconds", "status"]
+ORACLE_FIELD = "oracle_best_psnr_over_steps"
+
+
+def prepare_output(out: str, overwrite: bool = False) -> None:
+    """Create the output folder; one that holds results is refused, or with `overwrite` moved aside."""
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise HGMError(f"output folder {out} already holds results; choose another -o/--image_folder "
+                           f"or pass --overwrite (the old folder is renamed, not deleted)")
+        log.warning("moved the earlier %s to %s", out, move_aside(out))
+    os.makedirs(out, exist_ok=True)
+
+
+def image_metrics_of_file(path: str, gt: torch.Tensor, border: int) -> dict[str, float]:
+    """Metrics of the PNG as written (re-read from disk), full and without a border."""
+    restored = read_image(path)
+    m = {"psnr": psnr(restored, gt), "ssim": ssim(restored, gt)}
+    if border and min(gt.shape[-2:]) - 2 * border >= 7:  # SSIM's 7×7 window must fit
+        m["psnr_border"] = psnr(restored, gt, border=border)
+        m["ssim_border"] = ssim(restored, gt, border=border)
+    return m
+
+
+def _add_oracle(out: str, rows: list[dict], traces: list[tuple[str, int, float]]) -> None:
+    """Best PSNR over the sampler's steps per image (an oracle column) and trace.csv."""
+    oracle: dict[str, float] = {}
+    for stem, _, p in traces:
+        oracle[stem] = max(oracle.get(stem, float("-inf")), p)
+    for r in rows:
+        if r["image"] in oracle:
+            r[ORACLE_FIELD] = round(oracle[r["image"]], 4)
+    with open(os.path.join(out, "trace.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "step", "psnr"])
+        w.writerows((s, k, round(p, 4)) for s, k, p in traces)
+
+
+def write_metrics(out: str, rows: list[dict], has_gt: bool, traces: list[tuple[str, int, float]] = ()) -> None:
+    """Write OUT/metrics.csv (rows, then the mean of the ok rows) and, with traces, OUT/trace.csv."""
+    fields = METRIC_FIELDS if has_gt else COST_FIELDS
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if traces:
+        fields = fields + [ORACLE_FIELD]
+        _add_oracle(out, rows, traces)
+    with open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+        if ok:
+            mean = {"image": "mean", "status": f"{len(ok)} of {len(rows)} ok"}
+            for k in fields[1:]:
+                vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
+                if vals and k != "status":
+                    mean[k] = round(sum(vals) / len(vals), 4)
+            w.writerow(mean)
+    if has_gt and ok:
+        m = sum(r["psnr"] for r in ok) / len(ok)
+        log.info("mean over %d image(s): PSNR %.2f dB, SSIM %.4f -> %s", len(ok), m,
+                 sum(r["ssim"] for r in ok) / len(ok), os.path.join(out, "metrics.csv"))
+
+
+def read_metrics(folder: str) -> list[dict[str, str]]:
+    """The rows of FOLDER/metrics.csv as strings, the `mean` row (if any) last."""
+    path = os.path.join(folder, "metrics.csv")
+    if not os.path.isfile(path):
+        raise HGMError(f"no metrics.csv in {folder}")
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def mean_row(folder: str) -> tuple[dict[str, str], int]:
+    """(the `mean` row of FOLDER/metrics.csv, the number of images it lists)."""
+    rows = read_metrics(folder)
+    if not rows or rows[-1]["image"] != "mean":
+        raise HGMError(f"{os.path.join(folder, 'metrics.csv')} has no mean row (did every image fail?)")
+    return rows[-1], len(rows) - 1
+
+
+def recorded_cost(folder: str, stem: str) -> tuple[int, float] | None:
+    """(NFE, seconds) that FOLDER/metrics.csv records for image `stem`; None if it records none."""
+    if not os.path.isfile(os.path.join(folder, "metrics.csv")):
+        return None
+    for row in read_metrics(folder):
+        if row["image"] == stem and row.get("nfe"):
+            return int(float(row["nfe"])), float(row["seconds"] or 0)
+    return None

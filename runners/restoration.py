@@ -1,0 +1,201 @@
+"""Owns the restoration algorithm: a prior loaded from a checkpoint, the sampler settings, and `restore_image`
+(one image: initial state, padding or patches, the sampler with data consistency in the lifted space).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from datasets.errors import HGMError
+from datasets.operators import MaskedObservation
+from datasets.transforms import Transform, transform_from_config
+from models.ncsn import build_model
+from runners.checkpoint import check_compatible, load_checkpoint, strip_module_prefix
+from runners.patches import from_patches, pad_to_multiple, to_patches
+from runners.sampler import UPDATE_RULES, annealed_langevin
+
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic")
+CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic")
+
+
+@dataclass(frozen=True)
+class PriorOptions:
+    """How a prior runs: EMA weights if the checkpoint has them, bf16 autocast, torch.compile, channels-last."""
+    use_ema: bool = True
+    bf16: bool = False
+    compile: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def from_config(cls, tcfg: dict) -> PriorOptions:
+        return cls(tcfg["use_ema"], tcfg["bf16"], tcfg["compile"], tcfg["channels_last"])
+
+
+class Prior:
+    """A trained score network with its transform and noise levels."""
+
+    def __init__(self, ckpt: dict, cfg: dict, device: torch.device, options: PriorOptions = PriorOptions(),
+                 transform: Transform | None = None):
+        self.cfg = cfg
+        self.transform = transform or transform_from_config(cfg)
+        self.model, self.sigmas = build_model(cfg, self.transform.channels, device)
+        self.model.eval()
+        weights = ckpt["ema"] if (options.use_ema and "ema" in ckpt) else ckpt["model"]
+        self.model.load_state_dict(strip_module_prefix({k: v.float() for k, v in weights.items()}), strict=True)
+        self.device, self.bf16, self.channels_last = device, options.bf16, options.channels_last
+        self.step = int(ckpt.get("step", -1))
+        self.net = self.model
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if options.compile:
+            self.net = torch.compile(self.model, dynamic=False)
+
+    def score(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.net(x, labels).float()
+
+
+def load_prior(path: str, cfg: dict | None, device: torch.device, options: PriorOptions) -> Prior:
+    """The prior at `path`, checked against `cfg`; with cfg None it brings its own config
+    (an earlier stage's prior)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    if cfg is None:
+        return Prior(ckpt, ckpt["config"], device, options)
+    transform = transform_from_config(cfg)
+    check_compatible(ckpt, cfg, path, transform)
+    return Prior(ckpt, cfg, device, options, transform)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How one image is sampled (the test.* keys of the same names; test.progressive.weight is
+    earlier_weight). Defaults are those of configs/anneal.yml; `from_config` validates."""
+    step_lr: float
+    n_steps_each: int
+    update: str = "reference"
+    init: str = "uniform"
+    start_level: int = 0
+    denoise: bool = False
+    earlier_weight: float = 1.0
+    patch_size: int | None = None
+    patch_stride: int = 256
+    pad_mode: str = "circular"
+    patch_batch: int | None = None
+
+    @classmethod
+    def from_config(cls, tcfg: dict, n_levels: int) -> SamplerSettings:
+        keys = [f.name for f in dataclasses.fields(cls) if f.name != "earlier_weight"]
+        settings = cls(**{k: tcfg[k] for k in keys}, earlier_weight=tcfg["progressive"]["weight"])
+        settings.validate(n_levels)
+        return settings
+
+    def validate(self, n_levels: int) -> None:
+        """Values the config schema cannot check by type alone."""
+        checks = [
+            (self.update in UPDATE_RULES, f"test.update={self.update!r} ({' | '.join(UPDATE_RULES)})"),
+            (self.init in INITS, f"test.init={self.init!r} ({' | '.join(INITS)})"),
+            (self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),
+            (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
+            (0 <= self.start_level < n_levels, f"test.start_level={self.start_level} (0..{n_levels - 1})"),
+            (not self.patch_size or 0 < self.patch_stride <= self.patch_size,
+             f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise HGMError(f"bad setting {what}")
+
+    def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
+        """These settings with another step size and step count (None keeps the current one)."""
+        return dataclasses.replace(self, step_lr=step_lr or self.step_lr,
+                                   n_steps_each=n_steps_each or self.n_steps_each)
+
+
+def initial_image(kind: str, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sampler's starting point, on the whole image (1×3×H×W).
+
+    uniform is the paper's U(0,1) (uniform_sym: U(-1,1)); measurement keeps the
+    known values; bilinear/malvar/menon (demosaicking) and biharmonic (inpainting)
+    start from a classical estimate, which with test.start_level > 0 lets the
+    sampler skip the highest noise levels (fewer evaluations)."""
+    if kind == "uniform":
+        return torch.rand_like(y)
+    if kind == "uniform_sym":
+        return torch.rand_like(y) * 2 - 1
+    if kind == "measurement":
+        return torch.where(mask > 0.5, y, torch.rand_like(y))
+    if kind in CLASSICAL_INITS:
+        from evaluation.baselines import run_baseline
+        return run_baseline(kind, y[0].cpu(), mask[0].cpu())[None].to(y.device, y.dtype)
+    raise HGMError(f"unknown test.init {kind!r} ({' | '.join(INITS)})")
+
+
+def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: str) -> tuple[torch.Tensor, tuple]:
+    """The image stack as patches (with their layout) or padded to `multiple` (layout None)."""
+    patch = settings.patch_size
+    if not patch:
+        return pad_to_multiple(stack, multiple, settings.pad_mode)[0], None
+    if patch % multiple:
+        raise HGMError(f"test.patch_size={patch} must be divisible by {multiple} for {name}")
+    return to_patches(stack, patch, settings.patch_stride, settings.pad_mode)
+
+
+def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
+                  earlier: torch.Tensor | None = None, progress: tqdm | None = None,
+                  callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
+
+    Sizes the transform or the network cannot take are padded (the padding is
+    unknown to the sampler) and cropped back; large images go through
+    overlapping patches whose overlaps are averaged. `earlier` is an earlier
+    estimate (1×3×H×W) to pull towards (progressive strategy); `progress` a tqdm
+    bar; callback(step, x) sees every lifted iterate. Returns 1×3×H×W in [0, 1]
+    whose measured samples equal y exactly.
+    """
+    t = prior.transform
+    h, w = y.shape[-2:]
+    init = initial_image(settings.init, y, mask)
+    stack = torch.cat([y, mask, init] + ([earlier] if earlier is not None else []), dim=1)
+    tiles, layout = _tiles(stack, settings, 2 * t.size_multiple, t.name)  # the network halves the lifted size once
+    ys, ms, inits = tiles[:, :3], tiles[:, 3:6], tiles[:, 6:9]
+    earliers = tiles[:, 9:12] if earlier is not None else None
+    if layout is None and tiles.shape[-2:] != (h, w):
+        # padded samples are unknown to the sampler, whatever the pad copied
+        ms = ms.clone()
+        ms[..., h:, :] = 0
+        ms[..., :, w:] = 0
+    ys = ys * ms
+    chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
+    if progress is not None:  # one bar step per sampler step of every chunk
+        progress.total = -(-ys.shape[0] // chunk) * (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+        progress.refresh()
+    on_step = None
+    if progress is not None or callback is not None:
+        def on_step(step, x):
+            if callback is not None:
+                callback(step, x)
+            if progress is not None:
+                progress.update(1)
+    outs = []
+    for k in range(0, ys.shape[0], chunk):
+        yk, op = ys[k:k + chunk], MaskedObservation(ms[k:k + chunk])
+
+        def project(v, op=op, yk=yk):
+            return t.forward(op.project(t.inverse(v), yk))
+
+        xk = annealed_langevin(prior.score, t.forward(inits[k:k + chunk]), prior.sigmas, settings.step_lr,
+                               settings.n_steps_each, update=settings.update, project=project,
+                               earlier=None if earliers is None else t.forward(earliers[k:k + chunk]),
+                               earlier_weight=settings.earlier_weight if earliers is not None else 1.0,
+                               start_level=settings.start_level, denoise=settings.denoise, on_step=on_step)
+        outs.append(t.inverse(xk))
+    out = torch.cat(outs, dim=0)
+    out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
+    # clip, then enforce the measurement once more: overlap averaging is exact
+    # for identical values, but this makes it a guarantee
+    return MaskedObservation(mask).project(out.clamp(0, 1), y)
