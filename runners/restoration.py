@@ -82,6 +82,7 @@ class SamplerSettings:
     init: str = "uniform"
     start_level: int = 0
     denoise: bool = False
+    temperature: float = 1.0
     earlier_weight: float = 1.0
     patch_size: int | None = None
     patch_stride: int = 256
@@ -101,6 +102,7 @@ class SamplerSettings:
             (self.update in UPDATE_RULES, f"test.update={self.update!r} ({' | '.join(UPDATE_RULES)})"),
             (self.init in INITS, f"test.init={self.init!r} ({' | '.join(INITS)})"),
             (self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),
+            (self.temperature >= 0, f"test.temperature={self.temperature} (must be >= 0)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (0 <= self.start_level < n_levels, f"test.start_level={self.start_level} (0..{n_levels - 1})"),
             (not self.patch_size or 0 < self.patch_stride <= self.patch_size,
@@ -192,7 +194,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
                                settings.n_steps_each, update=settings.update, project=project,
                                earlier=None if earliers is None else t.forward(earliers[k:k + chunk]),
                                earlier_weight=settings.earlier_weight if earliers is not None else 1.0,
-                               start_level=settings.start_level, denoise=settings.denoise, on_step=on_step)
+                               start_level=settings.start_level, denoise=settings.denoise,
+                               temperature=settings.temperature, on_step=on_step)
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]

@@ -66,7 +66,8 @@ def step_sizes(sigmas: torch.Tensor, step_lr: float) -> list[float]:
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, step_lr: float, n_steps_each: int, *,
                       update: str = "reference", project: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       earlier: torch.Tensor | None = None, earlier_weight: float = 1.0, start_level: int = 0,
-                      denoise: bool = False, on_step: Callable[[int, torch.Tensor], None] | None = None,
+                      denoise: bool = False, temperature: float = 1.0,
+                      on_step: Callable[[int, torch.Tensor], None] | None = None,
                       divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
 
@@ -78,6 +79,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     start_level: skip the levels before it (a good initial state needs no large noise).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie),
     which removes the sampler's leftover noise.
+    temperature: scales the injected noise (1: Langevin dynamics; < 1 samples a
+    sharpened density, moving the result towards a mode of the posterior).
     on_step(step, x): called after every step (traces, progress bars).
     """
     project = project or (lambda v: v)
@@ -95,7 +98,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
             continue
         sigma = float(sigma)
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
-        noise_scale = math.sqrt(2.0 * eta)
+        noise_scale = temperature * math.sqrt(2.0 * eta)
         for _ in range(n_steps_each):
             x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
             if earlier is not None:

@@ -72,6 +72,24 @@ def test_langevin_samples_have_the_prior_spread():
     assert abs(out.var().item() - target) < 0.05 * target
 
 
+@pytest.mark.parametrize("temperature", [0.5, 0.0])
+def test_temperature_scales_the_stationary_spread(temperature):
+    """Langevin with its noise scaled by t samples p^(1/t²): for N(0, v) that is N(0, t² v);
+    t = 0 is deterministic score ascent (no randomness at all)."""
+    s2, sigmas = 0.25, torch.tensor([1.0, 0.3, 0.1])
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return annealed_langevin(lambda x, lab: -x / (s2 + float(sigmas[int(lab[0])]) ** 2),
+                                 torch.rand(20000, 1) if seed == 1 else torch.full((20000, 1), 0.5), sigmas,
+                                 step_lr=0.001, n_steps_each=300, update="langevin", temperature=temperature)
+    target = temperature ** 2 * (s2 + 0.01)
+    if temperature > 0:
+        assert abs(run(1).var().item() - target) < 0.05 * target
+    else:
+        assert torch.equal(run(2), run(3)) and run(2).abs().max() < 1e-3
+
+
 def test_step_sizes_follow_the_schedule():
     sig = torch.tensor([1.0, 0.1, 0.01])
     assert step_sizes(sig, 2e-5) == pytest.approx([2e-5 * 1e4, 2e-5 * 100, 2e-5])
@@ -213,7 +231,8 @@ def test_start_level_out_of_range_is_an_error():
 
 
 @pytest.mark.parametrize("setting,word", [({"update": "euler"}, "test.update"), ({"init": "zeros"}, "test.init"),
-                                          ({"step_lr": 0.0}, "test.step_lr"), ({"start_level": 10}, "test.start_level"),
+                                          ({"step_lr": 0.0}, "test.step_lr"),
+                                          ({"temperature": -0.5}, "test.temperature"), ({"start_level": 10}, "test.start_level"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
