@@ -232,7 +232,8 @@ def test_start_level_out_of_range_is_an_error():
 
 @pytest.mark.parametrize("setting,word", [({"update": "euler"}, "test.update"), ({"init": "zeros"}, "test.init"),
                                           ({"step_lr": 0.0}, "test.step_lr"),
-                                          ({"temperature": -0.5}, "test.temperature"), ({"start_level": 10}, "test.start_level"),
+                                          ({"temperature": -0.5}, "test.temperature"),
+                                          ({"start_level": 10}, "test.start_level"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
