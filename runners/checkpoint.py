@@ -39,7 +39,20 @@ def save_checkpoint(state: dict, log_dir: str, step: int) -> None:
     atomic_save(state, os.path.join(log_dir, "checkpoint.pth"))
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_checkpoint_path(path: str) -> str:
+    """`path` as given, or, when that does not exist and it is relative, the same path under the
+    repository root: so configs can name the bundled priors (`pretrained/...`) from any folder."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    bundled = os.path.join(REPO_ROOT, path)
+    return bundled if os.path.exists(bundled) else path
+
+
 def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict:
+    path = resolve_checkpoint_path(path)
     if not os.path.isfile(path):
         raise HGMError(f"no checkpoint at {path}")
     try:
