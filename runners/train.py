@@ -263,7 +263,10 @@ class TrainRunner:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         self._log_handler = handler
-        dump_config(self.cfg, os.path.join(self.log_dir, "config.yml"))
+        comment = getattr(self.args, "comment", "")
+        if comment:
+            log.info("comment: %s", comment)
+        dump_config(self.cfg, os.path.join(self.log_dir, "config.yml"), comment)
 
     def build_trainer(self, transform: Transform, ckpt: dict | None) -> tuple[Trainer, Progress]:
         """Model, optimizer and EMA: fresh, resumed from `ckpt`, or warm-started (training.init_from)."""
