@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
     p.add_argument("--verbose", default="info", choices=sorted(LEVELS),
                    help="log level; 'debug' also prints tracebacks (default: info)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (the same as the environment variable TQDM_DISABLE=1)")
     p.add_argument("--comment", default="", help="free text stored in the run's log and on top of its config.yml")
     p.add_argument("--model", default="ncsn", choices=["ncsn"], help="accepted for compatibility; only ncsn exists")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -148,6 +150,9 @@ def install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.quiet:  # runners.sampler.bars_disabled() reads it; so does tqdm itself
+        import os
+        os.environ["TQDM_DISABLE"] = "1"
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
     from datasets.errors import HGMError

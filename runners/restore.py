@@ -31,7 +31,7 @@ from evaluation.report import (
 from runners.config import dump_config
 from runners.patches import to_patches
 from runners.restoration import Prior, PriorOptions, SamplerSettings, load_prior, restore_image
-from runners.sampler import SamplerDiverged, level_bar, nfe
+from runners.sampler import SamplerDiverged, bars_disabled, level_bar, nfe
 
 log = logging.getLogger("hgm")
 
@@ -121,7 +121,7 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
         rows, failures, traces = [], [], []
-        for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2):
+        for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
             save_image(item.y, os.path.join(r.out, "input", item.stem + ".png"))
             t0 = time.time()
             try:

@@ -42,6 +42,7 @@ from runners.checkpoint import (
     strip_module_prefix,
 )
 from runners.config import dump_config
+from runners.sampler import bars_disabled
 
 if TYPE_CHECKING:
     from tensorboardX import SummaryWriter
@@ -107,6 +108,9 @@ def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
 def check_settings(cfg: dict, transform: Transform, world: int) -> None:
     """Values the config schema cannot check by type alone."""
     tr, size = cfg["training"], cfg["data"]["image_size"]
+    if not cfg["data"]["path"]:
+        raise HGMError("data.path is not set: name the training image folder with --set data.path=DIR "
+                       "(README, Data)")
     if size % (transform.size_multiple * 2):
         raise HGMError(f"data.image_size={size} must be divisible by "
                        f"{transform.size_multiple * 2} for the {transform.name} transform")
@@ -368,8 +372,8 @@ def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils
     if runner.main:
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(runner.tb_dir)
-    bar = tqdm(total=n_iters, initial=p.step, disable=not runner.main, desc=f"train {runner.args.doc}",
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=n_iters, initial=p.step, disable=not runner.main or bars_disabled(),
+               desc=f"train {runner.args.doc}", dynamic_ncols=True, mininterval=1.0)
     # the distributed sampler's shuffle depends on the epoch: continue the count on resume
     epoch = p.step // max(1, len(loader))
     p.t0 = time.time()

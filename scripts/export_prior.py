@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
 def export(src: str, dst: str, use_ema: bool = False) -> dict:
@@ -55,6 +56,7 @@ def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[s
         f.write("\n".join(line for line in lines if line is not None) + "\n")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")

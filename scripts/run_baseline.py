@@ -5,9 +5,9 @@ Degradation, masks (datasets/inputs.py), output layout and metrics.csv
 (evaluation/report.py) are those of the restore runner, so tables compare like
 with like:
 
-    python scripts/run_baseline.py --method malvar --task demosaic --data ../shared/data/kodak24 -o out/malvar
-    python scripts/run_baseline.py --method biharmonic --task inpaint --mask ../shared/data/masks/text.png \
-        --image_size 256 --data ../shared/data/kodak24 -o out/biharmonic_text
+    python scripts/run_baseline.py --method malvar --task demosaic --data $DATA/kodak24 -o out/malvar
+    python scripts/run_baseline.py --method biharmonic --task inpaint --mask masks/text.png \
+        --image_size 256 --data $DATA/kodak24 -o out/biharmonic_text
 """
 import argparse
 import logging
@@ -16,15 +16,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from datasets.errors import HGMError  # noqa: E402
 from datasets.folder import save_image  # noqa: E402
 from datasets.inputs import load_inputs  # noqa: E402
 from evaluation.baselines import run_baseline  # noqa: E402
 from evaluation.report import image_metrics_of_file, prepare_output, write_comparison, write_metrics  # noqa: E402
 from runners.config import dump_config, load_config, parse_set  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic"])
