@@ -43,6 +43,7 @@ from runners.checkpoint import (
 )
 from runners.config import dump_config
 from runners.sampler import bars_disabled
+from runners.tb_images import log_snapshot_images
 
 if TYPE_CHECKING:
     from tensorboardX import SummaryWriter
@@ -84,6 +85,15 @@ class Trainer:
     anneal_power: float
     grad_clip: float | None
     dequantize: bool
+    grad_norm: torch.Tensor | None = None  # the last step's gradient norm (before clipping), for TensorBoard
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """The total 2-norm of the gradients, leaving them untouched (no host sync)."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +106,9 @@ def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
+        t.grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip).detach()
+    else:
+        t.grad_norm = grad_norm(t.model.parameters())
     t.optimizer.step()
     if t.ema is not None:
         t.ema.update(t.model)
@@ -354,6 +366,9 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
         bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         if p.step % tr["log_freq"] == 0 or last:
             writer.add_scalar("loss", p.loss, p.step)
+            writer.add_scalar("lr", t.optimizer.param_groups[0]["lr"], p.step)
+            if t.grad_norm is not None:
+                writer.add_scalar("grad_norm", float(t.grad_norm), p.step)
             log.debug("step %d loss %.5f", p.step, p.loss)
         if val is not None and tr["val_freq"] and (p.step % tr["val_freq"] == 0 or last):
             p.val_step = p.step
@@ -362,6 +377,10 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
             log.info("step %d: loss %.5f, validation loss %.5f", p.step, p.loss, p.val_loss)
     if p.step % tr["snapshot_freq"] == 0 or last:
         runner.snapshot(t, p)
+        if runner.main:
+            log_snapshot_images(writer, t.model if t.ema is None else t.ema.shadow, val[0][0] if val else None,
+                                t.sigmas, t.transform, p.step, tr["tb_images"], runner.cfg["test"]["step_lr"],
+                                tr["tb_sample_steps"], t.device, runner.cfg["data"]["image_size"])
 
 
 def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,
