@@ -33,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runner", required=True, help="what to run (case-insensitive); see the list below")
     p.add_argument("--config", required=True,
                    help="YAML config: a path, or a file name under configs/ (e.g. tiny.yml)")
-    p.add_argument("--doc", required=True, help="run name: files go to <run>/logs/<doc> and <run>/tensorboard/<doc>")
+    p.add_argument("--doc", default=None,
+                   help="run name: files go to <run>/logs/<doc> and <run>/tensorboard/<doc> (required for "
+                        "training; for restoration only when test.checkpoint does not name the prior)")
     p.add_argument("--run", default="run", help="folder that holds all runs (default: run)")
     p.add_argument("--test", action="store_true",
                    help="restore (test) mode; accepted for the paper's Test_* runners, which imply it")
@@ -46,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
     p.add_argument("--verbose", default="info", choices=sorted(LEVELS),
                    help="log level; 'debug' also prints tracebacks (default: info)")
-    p.add_argument("--comment", default="", help="free text stored in the log")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (the same as the environment variable TQDM_DISABLE=1)")
+    p.add_argument("--comment", default="", help="free text stored in the run's log and on top of its config.yml")
     p.add_argument("--model", default="ncsn", choices=["ncsn"], help="accepted for compatibility; only ncsn exists")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. --set training.n_iters=20 data.path=imgs (YAML-typed)")
@@ -108,6 +112,8 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     name, kind, fixed = resolve_runner(args.runner)
     if kind == "train" and args.test:
         raise HGMError(f"runner {name} trains; for restoration use a Test_* runner or 'restore'")
+    if kind == "train" and not args.doc:
+        raise HGMError(f"runner {name} trains and needs --doc (the run's name under <run>/logs/)")
     cfg = load_config(args.config, parse_set(args.overrides), fixed)
     device = distributed.init(args.device) or pick_device(args.device)
     seed_everything(args.seed + distributed.rank())
@@ -144,6 +150,9 @@ def install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.quiet:  # runners.sampler.bars_disabled() reads it; so does tqdm itself
+        import os
+        os.environ["TQDM_DISABLE"] = "1"
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
     from datasets.errors import HGMError

@@ -5,6 +5,7 @@ A mask is 3×H×W with 1 where a colour sample is measured.
 from __future__ import annotations
 
 import os
+import zlib
 
 import torch
 
@@ -56,13 +57,20 @@ def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
     return (m > 0.5).float().expand(3, h, w).clone()
 
 
-def mask_for_image(tcfg: dict, stem: str, h: int, w: int, index: int) -> torch.Tensor:
-    """The mask of test image number `index` (named `stem`) under the test.* settings."""
+def name_seed(stem: str) -> int:
+    """A stable seed from an image's name (CRC-32 of its UTF-8 bytes): its random mask does not
+    change when other files are added to or removed from the folder."""
+    return zlib.crc32(stem.encode("utf-8"))
+
+
+def mask_for_image(tcfg: dict, stem: str, h: int, w: int, index: int | None = None) -> torch.Tensor:
+    """The mask of the test image named `stem` under the test.* settings (`index`, its position in
+    the folder, is accepted for compatibility and unused: random masks are seeded by the name)."""
     if tcfg["task"] == "demosaic":
         return bayer_mask(tcfg["pattern"], h, w)
     spec = str(tcfg["mask"])
     if spec == "random":
-        g = torch.Generator().manual_seed(1000 + index)  # the same mask for the same image every run
+        g = torch.Generator().manual_seed(name_seed(stem))  # the same mask for the same image every run
         return random_mask(h, w, tcfg["missing_rate"], generator=g)
     if spec == "box":
         return box_mask(h, w, tcfg["box_size"])

@@ -21,6 +21,8 @@ log = logging.getLogger("hgm")
 METRIC_FIELDS = ["image", "psnr", "ssim", "psnr_border", "ssim_border", "nfe", "seconds", "status"]
 COST_FIELDS = ["image", "nfe", "seconds", "status"]
 ORACLE_FIELD = "oracle_best_psnr_over_steps"
+COMPARE_FOLDER = "compare"
+ERROR_GAIN = 5  # the error map shows |restored - ground truth| (mean over channels) times this
 
 
 def prepare_output(out: str, overwrite: bool = False) -> None:
@@ -107,3 +109,37 @@ def recorded_cost(folder: str, stem: str) -> tuple[int, float] | None:
         if row["image"] == stem and row.get("nfe"):
             return int(float(row["nfe"])), float(row["seconds"] or 0)
     return None
+
+
+def _label_strip(text: str, width: int, height: int = 14) -> torch.Tensor:
+    """3×height×width: `text` in white on black, PIL's default font (cut off where it does not fit)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    im = Image.new("RGB", (width, height))
+    ImageDraw.Draw(im).text((2, 1), text, fill=(255, 255, 255))
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
+
+
+def write_comparison(out: str, stem: str, degraded: torch.Tensor, restored: torch.Tensor,
+                     gt: torch.Tensor | None = None, min_width: int = 128) -> str:
+    """OUT/compare/<stem>.png: labelled panels input | restored | ground truth | error map
+    (input | restored without a ground truth), side by side with torchvision's make_grid.
+    Images narrower than `min_width` are enlarged (nearest neighbour) so the labels fit.
+    Returns the path."""
+    from torchvision.utils import make_grid
+    from torchvision.utils import save_image as tv_save_image
+    panels = [("input", degraded), ("restored", restored)]
+    if gt is not None:
+        err = (restored - gt).abs().mean(0, keepdim=True).mul(ERROR_GAIN).clamp(0, 1).expand(3, -1, -1)
+        panels += [("ground truth", gt), (f"error x{ERROR_GAIN}", err)]
+    scale = max(1, -(-min_width // restored.shape[-1]))
+    tiles = []
+    for label, img in panels:
+        img = img.detach().float().cpu().clamp(0, 1)
+        if scale > 1:
+            img = img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+        tiles.append(torch.cat([_label_strip(label, img.shape[-1]), img], dim=-2))
+    path = os.path.join(out, COMPARE_FOLDER, stem + ".png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tv_save_image(make_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0), path)
+    return path

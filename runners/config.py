@@ -194,6 +194,10 @@ def load_config(name: str, overrides: dict | None = None, fixed: dict | None = N
     return validate(cfg, base)
 
 
-def dump_config(cfg: dict, path: str) -> None:
+def dump_config(cfg: dict, path: str, comment: str | None = None) -> None:
+    """Write the resolved config; `comment` (main.py --comment) goes on top as YAML comment lines,
+    so the file still loads as a config."""
     with open(path, "w") as f:
+        for line in (comment or "").splitlines():
+            f.write(f"# comment: {line}\n")
         yaml.safe_dump(cfg, f, sort_keys=False)

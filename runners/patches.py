@@ -23,10 +23,12 @@ def _pad(x, pad, mode):
     mode = {"wrap": "circular"}.get(mode, mode)
     if mode not in ("reflect", "circular", "replicate", "constant"):
         raise HGMError(f"unknown pad mode {mode!r} (circular | reflect)")
-    if mode == "reflect":
-        # reflect needs the pad to be smaller than the size; fall back to replicate
+    if mode in ("reflect", "circular"):
+        # reflect needs the pad to be smaller than the size, circular no larger (it would wrap
+        # around more than once): fall back to replicate
         h, w = x.shape[-2:]
-        if pad[1] >= w or pad[3] >= h or pad[0] >= w or pad[2] >= h:
+        too_big = (lambda a, n: a >= n) if mode == "reflect" else (lambda a, n: a > n)
+        if too_big(pad[1], w) or too_big(pad[3], h) or too_big(pad[0], w) or too_big(pad[2], h):
             mode = "replicate"
     return F.pad(x, pad, mode=mode)
 

@@ -140,7 +140,7 @@ def initial_image(kind: str, y: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: str) -> tuple[torch.Tensor, tuple]:
     """The image stack as patches (with their layout) or padded to `multiple` (layout None)."""
     patch = settings.patch_size
-    if not patch:
+    if not patch or max(stack.shape[-2:]) <= patch:  # an image that fits one patch is processed whole
         return pad_to_multiple(stack, multiple, settings.pad_mode)[0], None
     if patch % multiple:
         raise HGMError(f"test.patch_size={patch} must be divisible by {multiple} for {name}")
@@ -149,14 +149,17 @@ def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: 
 
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
-                  callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                  callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None
+                  ) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 
     Sizes the transform or the network cannot take are padded (the padding is
     unknown to the sampler) and cropped back; large images go through
     overlapping patches whose overlaps are averaged. `earlier` is an earlier
     estimate (1×3×H×W) to pull towards (progressive strategy); `progress` a tqdm
-    bar; callback(step, x) sees every lifted iterate. Returns 1×3×H×W in [0, 1]
+    bar; callback(step, x, patches) sees every lifted iterate: of the whole (padded)
+    image with patches None, else of patches [first, last) of `patch_layout`'s
+    order (`runners.patches.to_patches`). Returns 1×3×H×W in [0, 1]
     whose measured samples equal y exactly.
     """
     t = prior.transform
@@ -176,16 +179,18 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     if progress is not None:  # one bar step per sampler step of every chunk
         progress.total = -(-ys.shape[0] // chunk) * (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
         progress.refresh()
-    on_step = None
-    if progress is not None or callback is not None:
-        def on_step(step, x):
-            if callback is not None:
-                callback(step, x)
-            if progress is not None:
-                progress.update(1)
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, op = ys[k:k + chunk], MaskedObservation(ms[k:k + chunk])
+        on_step = None
+        if progress is not None or callback is not None:
+            part = None if layout is None else (k, k + yk.shape[0])
+
+            def on_step(step, x, part=part):
+                if callback is not None:
+                    callback(step, x, part)
+                if progress is not None:
+                    progress.update(1)
 
         def project(v, op=op, yk=yk):
             return t.forward(op.project(t.inverse(v), yk))

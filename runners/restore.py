@@ -21,10 +21,17 @@ from datasets.errors import HGMError
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
 from evaluation.metrics import psnr
-from evaluation.report import image_metrics_of_file, prepare_output, recorded_cost, write_metrics
+from evaluation.report import (
+    image_metrics_of_file,
+    prepare_output,
+    recorded_cost,
+    write_comparison,
+    write_metrics,
+)
 from runners.config import dump_config
+from runners.patches import to_patches
 from runners.restoration import Prior, PriorOptions, SamplerSettings, load_prior, restore_image
-from runners.sampler import SamplerDiverged, level_bar, nfe
+from runners.sampler import SamplerDiverged, bars_disabled, level_bar, nfe
 
 log = logging.getLogger("hgm")
 
@@ -62,10 +69,13 @@ class RestoreRunner:
     def run(self) -> None:
         r = self.setup()
         prepare_output(r.out, getattr(self.args, "overwrite", False))
-        dump_config(self.cfg, os.path.join(r.out, "config.yml"))
+        comment = getattr(self.args, "comment", "")
+        dump_config(self.cfg, os.path.join(r.out, "config.yml"), comment)
         handler = logging.FileHandler(os.path.join(r.out, "log.txt"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
+        if comment:
+            log.info("comment: %s", comment)
         try:
             self.restore_all(r)
         finally:
@@ -76,8 +86,12 @@ class RestoreRunner:
         """Settings, priors and inputs, every one checked; writes nothing."""
         args, cfg, tcfg = self.args, self.cfg, self.tcfg
         pcfg = tcfg["progressive"]
-        out = args.image_folder or os.path.join(args.run, "restore", args.doc)
-        ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", args.doc, "checkpoint.pth")
+        doc = args.doc or os.path.splitext(os.path.basename(tcfg["checkpoint"] or ""))[0]
+        if not doc:
+            raise HGMError("restoration needs --doc (the prior is <run>/logs/<doc>/checkpoint.pth) "
+                           "or test.checkpoint naming the prior")
+        out = args.image_folder or os.path.join(args.run, "restore", doc)
+        ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", doc, "checkpoint.pth")
         settings = SamplerSettings.from_config(tcfg, cfg["model"]["num_classes"])
         options = PriorOptions.from_config(tcfg)
         r = Restoration(load_prior(ckpt_path, cfg, self.device, options), settings, [], out)
@@ -107,7 +121,7 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
         rows, failures, traces = [], [], []
-        for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2):
+        for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
             save_image(item.y, os.path.join(r.out, "input", item.stem + ".png"))
             t0 = time.time()
             try:
@@ -120,6 +134,7 @@ class RestoreRunner:
             seconds = time.time() - t0 + earlier_seconds
             path = os.path.join(r.out, "restored", item.stem + ".png")
             save_image(result, path)
+            write_comparison(r.out, item.stem, item.y, result, item.gt)
             row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
             if has_gt:
                 row.update(image_metrics_of_file(path, item.gt, tcfg["border"]))
@@ -149,18 +164,29 @@ class RestoreRunner:
         return earlier, (nfe(levels, settings.n_steps_each, settings.denoise), 0.0)  # its time is in ours
 
     def trace_callback(self, r: Restoration, item: RestoreInput,
-                       traces: list) -> Callable[[int, torch.Tensor], None] | None:
-        """callback(step, x) that records the PSNR of every trace_freq-th iterate (an oracle), or None."""
+                       traces: list) -> Callable[[int, torch.Tensor, tuple | None], None] | None:
+        """callback(step, x, patches) that records the PSNR of every trace_freq-th iterate (an oracle),
+        or None. Whole images: the image's PSNR. In patches: the mean PSNR of the patches being
+        sampled, in rows named `<stem> patches <first>-<last>` (no oracle column for those)."""
         freq = self.tcfg["trace_freq"]
         if not freq or item.gt is None:
             return None
-        t, gt = r.prior.transform, item.gt
+        t, gt, s = r.prior.transform, item.gt, r.settings
         gtd = gt[None].to(self.device)
+        gt_tiles = []
 
-        def callback(step, x):
-            if step % freq == 0 and not r.settings.patch_size:
-                est = t.inverse(x)[..., :gt.shape[-2], :gt.shape[-1]].clamp(0, 1)
-                traces.append((item.stem, step, psnr(est[0], gtd[0])))
+        def callback(step, x, part):
+            if step % freq:
+                return
+            est = t.inverse(x).clamp(0, 1)
+            if part is None:
+                traces.append((item.stem, step, psnr(est[0, :, :gt.shape[-2], :gt.shape[-1]], gtd[0])))
+                return
+            if not gt_tiles:
+                gt_tiles.append(to_patches(gtd, s.patch_size, s.patch_stride, s.pad_mode)[0])
+            ref = gt_tiles[0][part[0]:part[1]]
+            value = sum(psnr(e, g) for e, g in zip(est, ref)) / len(ref)
+            traces.append((f"{item.stem} patches {part[0]}-{part[1] - 1}", step, value))
         return callback
 
     def restore_one(self, r: Restoration, item: RestoreInput, traces: list) -> tuple[torch.Tensor, tuple[int, float]]:

@@ -13,6 +13,7 @@ consistency wraps either (the sampler projects after every step).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -123,6 +124,11 @@ def nfe(n_levels: int, n_steps_each: int, denoise: bool) -> int:
     return n_levels * n_steps_each + int(bool(denoise))
 
 
+def bars_disabled() -> bool:
+    """Progress bars are off: TQDM_DISABLE is set to anything but 0/false (main.py --quiet sets it)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def level_bar(desc: str) -> tqdm:
     """A per-image bar; restore_image sets its total (levels × steps × chunks)."""
-    return tqdm(desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=bars_disabled())

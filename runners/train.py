@@ -42,6 +42,8 @@ from runners.checkpoint import (
     strip_module_prefix,
 )
 from runners.config import dump_config
+from runners.sampler import bars_disabled
+from runners.tb_images import log_snapshot_images
 
 if TYPE_CHECKING:
     from tensorboardX import SummaryWriter
@@ -83,6 +85,15 @@ class Trainer:
     anneal_power: float
     grad_clip: float | None
     dequantize: bool
+    grad_norm: torch.Tensor | None = None  # the last step's gradient norm (before clipping), for TensorBoard
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """The total 2-norm of the gradients, leaving them untouched (no host sync)."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +106,9 @@ def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
+        t.grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip).detach()
+    else:
+        t.grad_norm = grad_norm(t.model.parameters())
     t.optimizer.step()
     if t.ema is not None:
         t.ema.update(t.model)
@@ -107,6 +120,9 @@ def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
 def check_settings(cfg: dict, transform: Transform, world: int) -> None:
     """Values the config schema cannot check by type alone."""
     tr, size = cfg["training"], cfg["data"]["image_size"]
+    if not cfg["data"]["path"]:
+        raise HGMError("data.path is not set: name the training image folder with --set data.path=DIR "
+                       "(README, Data)")
     if size % (transform.size_multiple * 2):
         raise HGMError(f"data.image_size={size} must be divisible by "
                        f"{transform.size_multiple * 2} for the {transform.name} transform")
@@ -263,7 +279,10 @@ class TrainRunner:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         self._log_handler = handler
-        dump_config(self.cfg, os.path.join(self.log_dir, "config.yml"))
+        comment = getattr(self.args, "comment", "")
+        if comment:
+            log.info("comment: %s", comment)
+        dump_config(self.cfg, os.path.join(self.log_dir, "config.yml"), comment)
 
     def build_trainer(self, transform: Transform, ckpt: dict | None) -> tuple[Trainer, Progress]:
         """Model, optimizer and EMA: fresh, resumed from `ckpt`, or warm-started (training.init_from)."""
@@ -347,6 +366,9 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
         bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         if p.step % tr["log_freq"] == 0 or last:
             writer.add_scalar("loss", p.loss, p.step)
+            writer.add_scalar("lr", t.optimizer.param_groups[0]["lr"], p.step)
+            if t.grad_norm is not None:
+                writer.add_scalar("grad_norm", float(t.grad_norm), p.step)
             log.debug("step %d loss %.5f", p.step, p.loss)
         if val is not None and tr["val_freq"] and (p.step % tr["val_freq"] == 0 or last):
             p.val_step = p.step
@@ -355,6 +377,10 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
             log.info("step %d: loss %.5f, validation loss %.5f", p.step, p.loss, p.val_loss)
     if p.step % tr["snapshot_freq"] == 0 or last:
         runner.snapshot(t, p)
+        if runner.main:
+            log_snapshot_images(writer, t.model if t.ema is None else t.ema.shadow, val[0][0] if val else None,
+                                t.sigmas, t.transform, p.step, tr["tb_images"], runner.cfg["test"]["step_lr"],
+                                tr["tb_sample_steps"], t.device, runner.cfg["data"]["image_size"])
 
 
 def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,
@@ -365,8 +391,8 @@ def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils
     if runner.main:
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(runner.tb_dir)
-    bar = tqdm(total=n_iters, initial=p.step, disable=not runner.main, desc=f"train {runner.args.doc}",
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=n_iters, initial=p.step, disable=not runner.main or bars_disabled(),
+               desc=f"train {runner.args.doc}", dynamic_ncols=True, mininterval=1.0)
     # the distributed sampler's shuffle depends on the epoch: continue the count on resume
     epoch = p.step // max(1, len(loader))
     p.t0 = time.time()

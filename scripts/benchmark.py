@@ -32,6 +32,7 @@ from evaluation.metrics import psnr, ssim  # noqa: E402
 from models.ncsn import build_model  # noqa: E402
 from runners.patches import from_patches, to_patches  # noqa: E402
 from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
 def sync(device):
@@ -109,6 +110,7 @@ def profile_forward(model, x, device):
             print(f"    {e.key:40s} {100 * e.self_cpu_time_total / total:5.1f} %  ×{e.count}")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", default="12ch", choices=sorted(VARIANTS))

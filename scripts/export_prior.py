@@ -6,12 +6,14 @@ optimizer state. The result loads like any checkpoint (`test.checkpoint=...`).
     python scripts/export_prior.py run/logs/cpu_12ch/checkpoint_20000.pth pretrained/cpu_12ch.pth
 """
 import argparse
+import hashlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
 def export(src: str, dst: str, use_ema: bool = False) -> dict:
@@ -27,15 +29,48 @@ def export(src: str, dst: str, use_ema: bool = False) -> dict:
     return out
 
 
-def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[str]) -> None:
+def article(word: str) -> str:
+    """'an' before a vowel sound of these names (identity, 12ch are read "an identity", "a twelve"), else 'a'."""
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+BSDS_LICENCE = ("Berkeley Segmentation Data Set (BSDS300/500) images: for non-commercial research and "
+                "educational use only; the weights inherit that restriction")
+LIMITATIONS = [
+    "Trained on natural colour photographs at one crop size; expect worse results on other image kinds "
+    "(medical, text, synthetic, raw sensor data with noise) and at noise levels outside its range.",
+    "Restoration with it assumes noise-free measurements (exact data consistency); it was not trained "
+    "or evaluated for noisy mosaics or noisy known pixels.",
+    "Half-precision weights: load them with this code (`test.checkpoint=...`); results may differ in the "
+    "last bits from the float32 checkpoint.",
+]
+
+
+def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[str], data_name: str | None = None,
+               data_licence: str | None = None, evaluation: list[str] = ()) -> str:
+    """Write DST's model card (DST with .md); returns its path."""
     cfg = out["config"]
     d, m, t = cfg["data"], cfg["model"], cfg["training"]
     hours = (out["train_seconds"] or 0) / 3600
+    rel = os.path.relpath(dst)
+    shown = os.path.basename(dst) if rel.startswith("..") else rel  # no machine-specific path in the card
+    name = data_name or os.path.basename(os.path.normpath(str(d["path"] or "(not recorded)")))
+    if data_licence is None:
+        data_licence = BSDS_LICENCE if any(k in name.lower() for k in ("bsd", "berkeley")) else "(not recorded)"
     lines = [f"# {os.path.basename(dst)}", "",
-             f"A {d['transform']} prior (HGM {transform_from_config(cfg).channels}-channel), CondRefineNetDilated, "
-             f"trained by annealed DSM.", "",
+             f"{article(d['transform']).capitalize()} {d['transform']} prior (HGM "
+             f"{transform_from_config(cfg).channels}-channel), CondRefineNetDilated, trained by annealed DSM.", "",
              "| | |", "|---|---|",
-             f"| data | `{d['path']}` (CBSD432), {d['val_images']} images held out (seed 0): {', '.join(held_out)} |",
+             f"| data | {name}, {d['val_images']} images held out (seed 0): {', '.join(held_out) or '(none)'} |",
+             f"| data licence | {data_licence} |",
              f"| crops | {d['image_size']}×{d['image_size']} colour pixels, 8-fold augmentation: {d['augment']}, "
              f"dequantised: {d['dequantize']} |",
              f"| network | ngf {m['ngf']}, {m['num_classes']} noise levels {m['sigma_begin']} → {m['sigma_end']} |",
@@ -48,13 +83,21 @@ def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[s
              f"| validation loss | {out['val_loss']:.2f} at step {out['val_step'] or '(last validation)'} "
              f"(fixed held-out crops, levels and noise) |"
              if out["val_loss"] is not None else None,
-             f"| weights | {out['weights']} weights, float16 ({os.path.getsize(dst) / 1e6:.1f} MB) |", "",
-             "Trained with:", "", "```bash", command, "```", "",
-             f"Exported with `python scripts/export_prior.py <run>/logs/<doc>/{out['exported_from']} {dst}`."]
-    with open(os.path.splitext(dst)[0] + ".md", "w") as f:
+             f"| weights | {out['weights']} weights, float16 ({os.path.getsize(dst) / 1e6:.1f} MB) |",
+             f"| sha256 | `{sha256_of(dst)}` |", ""]
+    if evaluation:
+        lines += ["## Evaluation", "", "| what | result |", "|---|---|"]
+        lines += ["| {} | {} |".format(*(e.split("=", 1) if "=" in e else (e, ""))) for e in evaluation] + [""]
+    lines += ["## Limitations", ""] + [f"- {x}" for x in LIMITATIONS] + [""]
+    lines += ["Trained with:", "", "```bash", command, "```", "",
+              f"Exported with `python scripts/export_prior.py <run>/logs/<doc>/{out['exported_from']} {shown}`."]
+    path = os.path.splitext(dst)[0] + ".md"
+    with open(path, "w") as f:
         f.write("\n".join(line for line in lines if line is not None) + "\n")
+    return path
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
@@ -63,13 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card", action="store_true", help="also write a model card next to DST (.md)")
     p.add_argument("--command", default="(not recorded)", help="the training command, for the card")
     p.add_argument("--machine", default="(not recorded)", help="where it trained, for the card")
+    p.add_argument("--data_name", default=None,
+                   help="the training set's name for the card (default: the data folder's name), e.g. CBSD432")
+    p.add_argument("--data_licence", default=None,
+                   help="the training data's licence for the card (default: the BSDS research-use terms when "
+                        "the name says BSD/Berkeley, else '(not recorded)')")
+    p.add_argument("--eval", dest="evaluation", action="append", default=[], metavar="WHAT=RESULT",
+                   help="an evaluation result for the card, e.g. 'Kodak24 demosaicking, 4 crops=35.97 dB' "
+                        "(repeatable; none: no evaluation section)")
     a = p.parse_args(argv)
     out = export(a.src, a.dst, a.ema)
     if a.card:
+        from datasets.errors import HGMError
         from datasets.folder import held_out_paths
         d = out["config"]["data"]
-        held = [os.path.basename(x) for x in held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])]
-        model_card(out, a.dst, a.command, a.machine, held)
+        try:
+            held = [os.path.basename(x)
+                    for x in held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])]
+        except HGMError:  # the training data is not on this machine
+            held = [f"(not listed: {d['path']} is not readable here)"]
+        model_card(out, a.dst, a.command, a.machine, held, a.data_name, a.data_licence, a.evaluation)
     print(f"{a.dst}: step {out['step']}, {os.path.getsize(a.dst) / 1e6:.1f} MB, loss {out['loss']}, "
           f"validation loss {out['val_loss']}")
     return 0

@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.errors import HGMError  # noqa: E402
 from evaluation.report import mean_row  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 COLUMNS = [("psnr", "PSNR (dB)"), ("psnr_border", "PSNR, border 10 (dB)"), ("ssim", "SSIM"),
            ("nfe", "NFE"), ("seconds", "s / image")]
@@ -34,6 +35,7 @@ def table(entries: list[tuple[str, str]], columns: list[tuple[str, str]] = COLUM
     return "\n".join(lines)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("entries", nargs="+", help="NAME=FOLDER")

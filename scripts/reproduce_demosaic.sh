@@ -3,10 +3,11 @@
 # classical baselines and every HGM variant with the bundled priors, one
 # protocol for every row. CPU-sized defaults (a stated subset); for the full
 # protocol: SUBSET="" CROP="" (all 24 images, 500×500).
-#   bash scripts/reproduce_demosaic.sh            # writes results/demosaic/table.md
+#   DATA=/path/to/data bash scripts/reproduce_demosaic.sh            # writes results/demosaic/table.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/kodak24}
+DATA=${DATA:?set DATA=/path/to/data, the folder that holds kodak24/ (README, Data)}
+KODAK=${KODAK:-$DATA/kodak24}                 # the Kodak24 images (kodim01.png ... kodim24.png)
 OUT=${OUT:-results/demosaic}
 SUBSET=${SUBSET-"kodim01 kodim07 kodim13 kodim19"}
 CROP=${CROP-256}                      # centre crop; "" = the whole image

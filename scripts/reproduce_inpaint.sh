@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the README's inpainting table: central 256×256 crops of Kodak24
-# with each mask of ../shared/data/masks, biharmonic and the HGM variants with
+# with each mask of masks/, biharmonic and the HGM variants with
 # the bundled priors, one protocol for every row. CPU-sized defaults (a stated
 # subset of images); for the full protocol: SUBSET="".
-#   bash scripts/reproduce_inpaint.sh             # writes results/inpaint/table.md
+#   DATA=/path/to/data bash scripts/reproduce_inpaint.sh             # writes results/inpaint/table.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/kodak24}
-MASKS=${MASKS:-../shared/data/masks}
+DATA=${DATA:?set DATA=/path/to/data, the folder that holds kodak24/ (README, Data)}
+KODAK=${KODAK:-$DATA/kodak24}                 # the Kodak24 images (kodim01.png ... kodim24.png)
+MASKS=${MASKS:-masks}                 # the masks of the tables, in the repo
 OUT=${OUT:-results/inpaint}
 SUBSET=${SUBSET-"kodim01 kodim07 kodim13 kodim19"}
 MASKSET=${MASKSET:-"random50 random80 box64 text"}

@@ -5,9 +5,9 @@ Degradation, masks (datasets/inputs.py), output layout and metrics.csv
 (evaluation/report.py) are those of the restore runner, so tables compare like
 with like:
 
-    python scripts/run_baseline.py --method malvar --task demosaic --data ../shared/data/kodak24 -o out/malvar
-    python scripts/run_baseline.py --method biharmonic --task inpaint --mask ../shared/data/masks/text.png \
-        --image_size 256 --data ../shared/data/kodak24 -o out/biharmonic_text
+    python scripts/run_baseline.py --method malvar --task demosaic --data $DATA/kodak24 -o out/malvar
+    python scripts/run_baseline.py --method biharmonic --task inpaint --mask masks/text.png \
+        --image_size 256 --data $DATA/kodak24 -o out/biharmonic_text
 """
 import argparse
 import logging
@@ -16,15 +16,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from datasets.errors import HGMError  # noqa: E402
 from datasets.folder import save_image  # noqa: E402
 from datasets.inputs import load_inputs  # noqa: E402
 from evaluation.baselines import run_baseline  # noqa: E402
-from evaluation.report import image_metrics_of_file, prepare_output, write_metrics  # noqa: E402
+from evaluation.report import image_metrics_of_file, prepare_output, write_comparison, write_metrics  # noqa: E402
 from runners.config import dump_config, load_config, parse_set  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic"])
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image_size", type=int, default=None, help="centre crop")
     p.add_argument("--pattern", default="rggb")
     p.add_argument("--border", type=int, default=10)
+    p.add_argument("--overwrite", action="store_true",
+                   help="an output folder that holds results is moved aside (renamed, not deleted)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     sets = [f"test.task={args.task}", f"test.data_path={args.data}", f"test.mask={args.mask}",
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config("anneal.yml", parse_set(sets))
         items = load_inputs(cfg["test"])
-        prepare_output(args.out)
+        prepare_output(args.out, args.overwrite)
         dump_config(cfg, os.path.join(args.out, "config.yml"))
         rows = []
         for stem, gt, y, mask in items:
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_baseline(args.method, y, mask, args.pattern)
             path = os.path.join(args.out, "restored", stem + ".png")
             save_image(result, path)
+            write_comparison(args.out, stem, y, result, gt)
             row = {"image": stem, "nfe": 0, "seconds": round(time.time() - t0, 3), "status": "ok"}
             row.update(image_metrics_of_file(path, gt, args.border))
             rows.append(row)

@@ -17,14 +17,16 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
 import main as hgm  # noqa: E402
+from datasets.errors import HGMError  # noqa: E402
 from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
 from datasets.inputs import centre_crop  # noqa: E402
 from evaluation.report import mean_row  # noqa: E402
 from runners.config import load_config, parse_set  # noqa: E402
+from scripts.cli import one_line_errors  # noqa: E402
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runner", required=True)
@@ -36,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=128, help="centre crop of each held-out image")
     p.add_argument("-o", "--out", required=True)
     a = p.parse_args(argv)
+    for g in a.grid:
+        if "=" not in g or not g.split("=", 1)[1]:
+            raise HGMError(f"--grid takes KEY=V1,V2,..., got {g!r}")
     cfg = load_config(a.config, parse_set(a.overrides))
     d = cfg["data"]
+    if not d["path"]:
+        raise HGMError("data.path is not set: tuning uses the images the prior held out from its training "
+                       "folder; pass --set data.path=DIR (the folder the prior was trained on)")
     paths = held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])[:a.n]
     images = os.path.join(a.out, "images")
     for path in paths:

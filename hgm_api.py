@@ -1,0 +1,189 @@
+"""hgm's Python API for notebooks and other programs: load a prior, restore an image, score it.
+
+    import hgm_api
+    prior = hgm_api.load_prior("cpu_12ch")                       # a bundled prior, or a checkpoint path
+    out = hgm_api.demosaic(prior, image, pattern="rggb")         # HxWx3 (mosaicked here) or an HxW raw mosaic
+    out = hgm_api.inpaint(prior, image, mask)                    # mask HxW: 1/True known, 0/False missing
+    hgm_api.metrics(out, ground_truth)                           # {"psnr": dB on 0-255, "ssim": colour SSIM}
+
+Images are NumPy arrays (HxWx3, uint8 in 0..255 or float in [0, 1]) or torch tensors (3xHxW or
+1x3xHxW, float in [0, 1]); results come back in the same kind (uint8 in, uint8 out). Everything runs
+under torch.inference_mode. Import it from the clone's root (or put the clone on PYTHONPATH): it
+uses the clone's own `datasets`, `models` and `runners` folders, which are not installed anywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _check_own_packages() -> None:
+    """The clone's `datasets`/`models` must not be shadowed by installed packages of those names."""
+    import datasets
+    import models
+    for mod in (datasets, models):
+        where = os.path.dirname(os.path.abspath(getattr(mod, "__file__", "") or ""))
+        if os.path.dirname(where) != ROOT:
+            raise ImportError(f"hgm_api: `import {mod.__name__}` found {where}, not the clone's folder "
+                              f"{os.path.join(ROOT, mod.__name__)}; start Python in {ROOT} or put it first "
+                              f"on sys.path")
+
+
+_check_own_packages()
+
+from datasets.errors import HGMError  # noqa: E402
+from datasets.masks import bayer_mask  # noqa: E402
+from evaluation.metrics import psnr as _psnr  # noqa: E402
+from evaluation.metrics import ssim as _ssim  # noqa: E402
+from runners.checkpoint import load_checkpoint  # noqa: E402
+from runners.config import load_config, merge_into, validate  # noqa: E402
+from runners.config import schema as _schema  # noqa: E402
+from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
+
+__all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
+
+PRETRAINED = os.path.join(ROOT, "pretrained")
+BUNDLED = ("cpu_12ch", "cpu_6ch", "cpu_3ch")
+PRESETS = {"demosaic": "cpu_demosaic.yml", "inpaint": "cpu_inpaint.yml"}  # the bundled priors' presets
+
+
+@dataclass
+class LoadedPrior:
+    """A prior ready to restore with: the network, its config, and the presets its tasks use."""
+    prior: Prior
+    config: dict
+    name: str
+    presets: dict  # task -> config file whose test.* settings are the defaults (None: the checkpoint's own)
+
+    @property
+    def channels(self) -> int:
+        return self.prior.transform.channels
+
+
+def load_prior(name_or_path: str = "cpu_12ch", device: str | torch.device = "cpu", bf16: bool = False) -> LoadedPrior:
+    """A bundled prior by name (cpu_12ch, cpu_6ch, cpu_3ch: with the tuned cpu_demosaic.yml /
+    cpu_inpaint.yml presets) or any checkpoint / exported prior by path (its own config's test
+    settings are the defaults)."""
+    bundled = name_or_path in BUNDLED
+    path = os.path.join(PRETRAINED, name_or_path + ".pth") if bundled else name_or_path
+    if not os.path.isfile(path):
+        raise HGMError(f"no prior {name_or_path!r}: neither a bundled name ({', '.join(BUNDLED)}) nor a file")
+    device = torch.device(device)
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = validate(merge_into(_schema(), ckpt["config"]), _schema())
+    prior = Prior(ckpt, cfg, device, PriorOptions(use_ema=True, bf16=bf16))
+    presets = dict(PRESETS) if bundled else {"demosaic": None, "inpaint": None}
+    return LoadedPrior(prior, cfg, os.path.splitext(os.path.basename(path))[0], presets)
+
+
+def _to_tensor(image) -> tuple[torch.Tensor, str]:
+    """3×H×W float in [0, 1] (or 1×H×W for a raw mosaic) and the kind to give back."""
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        if x.dim() == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.dim() == 2:
+            x = x[None]
+        if x.dim() != 3 or x.shape[0] not in (1, 3):
+            raise HGMError(f"a tensor image must be 3×H×W, 1×3×H×W or H×W, got {tuple(image.shape)}")
+        return x, "tensor"
+    a = np.asarray(image)
+    kind = "uint8" if a.dtype == np.uint8 else "float"
+    x = torch.from_numpy(a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32))
+    if x.dim() == 2:
+        return x[None], kind
+    if x.dim() != 3 or x.shape[-1] != 3:
+        raise HGMError(f"an array image must be H×W×3 or H×W, got shape {a.shape}")
+    return x.permute(2, 0, 1).contiguous(), kind
+
+
+def _from_tensor(x: torch.Tensor, kind: str):
+    x = x.clamp(0, 1)
+    if kind == "tensor":
+        return x
+    a = x.permute(1, 2, 0).numpy()
+    return (a * 255).round().astype(np.uint8) if kind == "uint8" else a.astype(np.float32)
+
+
+def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> SamplerSettings:
+    preset = config or p.presets.get(task)
+    if preset:
+        tcfg = load_config(preset, {f"test.{k}": v for k, v in sets.items()})["test"]
+    else:
+        cfg = validate(merge_into(_schema(), {**p.config, "test": {**p.config["test"], **sets}}), _schema())
+        tcfg = cfg["test"]
+    return SamplerSettings.from_config(tcfg, len(p.prior.sigmas))
+
+
+def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,
+            seed: int = 0, **sets):
+    """Restore `image` for `task` ('demosaic' or 'inpaint') with prior `p`; returns the same kind.
+
+    demosaic: an H×W×3 image is mosaicked with `pattern` here (a simulation); an H×W (or 1×H×W)
+    image is taken as the raw mosaic. inpaint: `mask` is H×W (or H×W×3), 1/True where a value is
+    known. `config` names a config whose test.* settings to use (default: the prior's preset);
+    keyword arguments override single test.* keys (e.g. n_steps_each=10, step_lr=1e-5). The result
+    equals the input on every measured sample. `seed` makes the sampler's noise repeatable.
+    """
+    x, kind = _to_tensor(image)
+    h, w = x.shape[-2:]
+    if task == "demosaic":
+        m = bayer_mask(pattern, h, w)
+        y = x.expand(3, h, w) * m if x.shape[0] == 1 else x * m  # a raw mosaic gives back H×W×3
+    elif task == "inpaint":
+        if mask is None:
+            raise HGMError("inpaint needs a mask (H×W, 1/True where the value is known)")
+        m = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)).float()
+        if m.dim() == 3 and m.shape[-1] in (1, 3) and m.shape[0] == h:
+            m = m[..., 0]
+        if m.dim() == 3:
+            m = m[0]
+        if tuple(m.shape) != (h, w):
+            raise HGMError(f"the mask is {tuple(m.shape)}, the image {h}×{w}")
+        m = (m > 0.5).float().expand(3, h, w)
+        if x.shape[0] != 3:
+            raise HGMError("inpaint needs a colour image (H×W×3 or 3×H×W)")
+        y = x * m
+    else:
+        raise HGMError(f"unknown task {task!r} (demosaic | inpaint)")
+    settings = _settings(p, task, config, {"task": task, **sets})
+    dev = p.prior.device
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
+        torch.manual_seed(seed)
+        out = restore_image(p.prior, y[None].to(dev), m[None].to(dev), settings)
+    return _from_tensor(out[0].float().cpu().clone(), kind)  # a clone: an ordinary tensor, not an inference one
+
+
+def demosaic(p: LoadedPrior, image, pattern: str = "rggb", **kwargs):
+    """restore(p, image, 'demosaic', pattern=pattern, ...)."""
+    return restore(p, image, "demosaic", pattern=pattern, **kwargs)
+
+
+def inpaint(p: LoadedPrior, image, mask, **kwargs):
+    """restore(p, image, 'inpaint', mask=mask, ...)."""
+    return restore(p, image, "inpaint", mask=mask, **kwargs)
+
+
+def metrics(restored, ground_truth, border: int = 0) -> dict[str, float]:
+    """PSNR (dB, 0–255 scale, all three channels) and colour SSIM (data range 1) of `restored`
+    against `ground_truth`, optionally without a border. The CLI scores the 8-bit PNG as written;
+    pass uint8 arrays for the same numbers."""
+    a, _ = _to_tensor(restored)
+    b, _ = _to_tensor(ground_truth)
+    if a.shape != b.shape:
+        raise HGMError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+    return {"psnr": float(_psnr(a, b, border=border)), "ssim": float(_ssim(a, b, border=border))}
+
+
+def settings_of(p: LoadedPrior, task: str, config: str | None = None, **sets) -> SamplerSettings:
+    """The sampler settings `restore` would use (to inspect NFE, step size, ...)."""
+    return dataclasses.replace(_settings(p, task, config, {"task": task, **sets}))

@@ -1,0 +1,130 @@
+"""Issue 11's bugs, each pinned: small images with large patches, traces in patches, masks seeded by
+name, --comment stored, run_baseline --overwrite, --doc optional when test.checkpoint names the prior;
+and the compare/ panels of every restoration."""
+import csv
+import os
+
+import torch
+from PIL import Image
+
+import main as hgm_main
+from datasets.inputs import load_inputs
+from runners.config import load_config
+from scripts import run_baseline
+from tests.frontdoor_util import write_images, write_prior
+
+FAST = ["test.n_steps_each=1", "test.step_lr=1e-5"]
+
+
+def restore(tmp_path, *sets, runner="Test_12ch_demoscaicking_pool", images=None, out="out", extra=()):
+    data = images or write_images(tmp_path / "images")
+    prior = write_prior(tmp_path / "prior.pth")
+    out = str(tmp_path / out)
+    rc = hgm_main.main(["--runner", runner, "--config", "tiny.yml", "--test", "-o", out, *extra,
+                        "--set", f"test.data_path={data}", f"test.checkpoint={prior}", *FAST, *sets])
+    return rc, out
+
+
+def test_images_smaller_than_the_patch_are_restored_whole(tmp_path):
+    # the paper's demosaicking configs use 300×300 circular patches; a 24×28 image used to crash
+    rc, out = restore(tmp_path, "test.patch_size=300", "test.patch_stride=256", "test.pad_mode=circular")
+    assert rc == 0
+    assert sorted(os.listdir(os.path.join(out, "restored"))) == ["im0.png", "im1.png"]
+
+
+def test_patches_wider_than_a_thin_image_do_not_wrap_more_than_once(tmp_path):
+    data = write_images(tmp_path / "thin", names=("thin",), size=(8, 80))
+    rc, out = restore(tmp_path, "test.patch_size=32", "test.patch_stride=24", images=data)
+    assert rc == 0 and os.path.isfile(os.path.join(out, "restored", "thin.png"))
+
+
+def test_trace_is_written_when_patches_are_on(tmp_path):
+    write_images(tmp_path / "images")
+    prior = write_prior(tmp_path / "copy.pth", "channel_copy")
+    out = str(tmp_path / "trace")
+    assert hgm_main.main(["--runner", "Test_6ch_inpainting_rgbrgb_256", "--config", "tiny.yml", "--test", "-o", out,
+                          "--set", f"test.data_path={tmp_path / 'images'}", f"test.checkpoint={prior}", *FAST,
+                          "test.patch_size=16", "test.patch_stride=12", "test.trace_freq=1"]) == 0
+    with open(os.path.join(out, "trace.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(" patches " in r["image"] for r in rows)
+    assert {r["image"].split()[0] for r in rows} == {"im0", "im1"}
+    assert all(float(r["psnr"]) > 0 for r in rows)
+
+
+def test_random_masks_are_seeded_by_name_not_position(tmp_path):
+    one = write_images(tmp_path / "one", names=("kodim07",))
+    two = write_images(tmp_path / "two", names=("aaa", "kodim07"))
+    masks = []
+    for data in (one, two):
+        tcfg = load_config("tiny.yml", {"test.task": "inpaint", "test.mask": "random", "test.data_path": data})["test"]
+        masks.append({item.stem: item.mask for item in load_inputs(tcfg)})
+    assert torch.equal(masks[0]["kodim07"], masks[1]["kodim07"])
+    assert not torch.equal(masks[1]["aaa"], masks[1]["kodim07"])
+
+
+def test_comment_is_stored_in_config_and_log(tmp_path):
+    rc, out = restore(tmp_path, extra=("--comment", "first try, step_lr 1e-5"))
+    assert rc == 0
+    with open(os.path.join(out, "config.yml")) as f:
+        assert f.readline().strip() == "# comment: first try, step_lr 1e-5"
+    with open(os.path.join(out, "log.txt")) as f:
+        assert "comment: first try, step_lr 1e-5" in f.read()
+    assert load_config(os.path.join(out, "config.yml"))["test"]["task"] == "demosaic"  # still a config
+
+
+def test_training_comment_is_in_its_config_and_stdout(tmp_path):
+    data = write_images(tmp_path / "train", names=("a", "b", "c"), size=(40, 48))
+    run = str(tmp_path / "run")
+    assert hgm_main.main(["--runner", "train_3ch", "--config", "tiny.yml", "--doc", "d", "--run", run,
+                          "--comment", "tiny run", "--set", f"data.path={data}", "training.n_iters=1"]) == 0
+    with open(os.path.join(run, "logs", "d", "config.yml")) as f:
+        assert f.readline().strip() == "# comment: tiny run"
+    with open(os.path.join(run, "logs", "d", "stdout.txt")) as f:
+        assert "comment: tiny run" in f.read()
+
+
+def test_doc_is_optional_when_test_checkpoint_names_the_prior(tmp_path):
+    rc, out = restore(tmp_path)  # no --doc anywhere
+    assert rc == 0 and os.path.isfile(os.path.join(out, "metrics.csv"))
+
+
+def test_training_without_doc_is_one_line_error(tmp_path, capsys):
+    assert hgm_main.main(["--runner", "train_3ch", "--config", "tiny.yml", "--set", "data.path=x"]) == 1
+    assert "needs --doc" in capsys.readouterr().err
+
+
+def test_restoring_without_doc_or_checkpoint_is_one_line_error(tmp_path, capsys):
+    data = write_images(tmp_path / "images")
+    assert hgm_main.main(["--runner", "restore", "--config", "tiny.yml", "--test", "-o", str(tmp_path / "o"),
+                          "--set", f"test.data_path={data}"]) == 1
+    assert "--doc" in capsys.readouterr().err
+
+
+def test_run_baseline_overwrite_exists_and_works(tmp_path, capsys):
+    data = write_images(tmp_path / "images")
+    out = str(tmp_path / "bl")
+    args = ["--method", "bilinear", "--task", "demosaic", "--data", data, "-o", out]
+    assert run_baseline.main(args) == 0
+    assert run_baseline.main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_baseline.main(args + ["--overwrite"]) == 0
+    assert os.path.isfile(os.path.join(out, "compare", "im0.png"))
+
+
+def test_restore_writes_labelled_compare_panels(tmp_path):
+    rc, out = restore(tmp_path)
+    assert rc == 0
+    im = Image.open(os.path.join(out, "compare", "im0.png"))
+    # four panels (input | restored | ground truth | error), each enlarged to >= 128 px, plus padding
+    assert im.width >= 4 * 128 and im.height > 128
+    assert sorted(os.listdir(os.path.join(out, "compare"))) == ["im0.png", "im1.png"]
+
+
+def test_compare_without_ground_truth_has_two_panels(tmp_path):
+    from evaluation.report import write_comparison
+    x = torch.rand(3, 20, 30)
+    path = write_comparison(str(tmp_path), "a", x, x)
+    two = Image.open(path).width
+    path = write_comparison(str(tmp_path), "b", x, x, x)
+    assert Image.open(path).width > 1.8 * two
