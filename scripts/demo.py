@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """The main job on bundled defaults: demosaic and inpaint three bundled images
-with the bundled 12-channel HGM prior, next to the classical baselines.
+with the recommended presets (configs/demosaic.yml, configs/inpaint.yml: the
+bundled 12-channel prior), next to the best classical method for each task
+(Menon 2007 demosaicking; biharmonic inpainting of the `masks/text.png` mask).
 
     python scripts/demo.py            # writes demo_out/ (an earlier one is moved aside)
 
@@ -61,16 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     gt = write_images(os.path.join(a.out, "images"))
     report = ["# hgm demo", "", f"Prior: `{os.path.relpath(a.prior, ROOT)}`; images: three 256×256 crops of "
               "scikit-image's sample images; metrics of the final output as written to PNG.", ""]
-    jobs = [("demosaic", "Test_12ch_demoscaicking_pool", "cpu_demosaic.yml", "malvar", []),
-            ("inpaint", "Test_12ch_inpainting_pool", "cpu_inpaint.yml", "biharmonic", ["--mask", "random",
-                                                                                     "--missing_rate", "0.5"])]
-    for task, runner, config, baseline, extra in jobs:
+    text_mask = os.path.join(ROOT, "masks", "text.png")
+    # the recommended presets (they name the bundled prior), next to the best classical method for each task
+    jobs = [("demosaic", "demosaic.yml", "menon", [], []),
+            ("inpaint", "inpaint.yml", "biharmonic", ["--mask", text_mask], [f"test.mask={text_mask}"])]
+    for task, config, baseline, extra, sets in jobs:
         t0 = time.time()
         hgm_dir, base_dir = os.path.join(a.out, task, "hgm_12ch"), os.path.join(a.out, task, baseline)
         if run_baseline.main(["--method", baseline, "--task", task, "--data", gt, "-o", base_dir, *extra]):
             return 1
-        rc = hgm.main(["--runner", runner, "--config", config, "--doc", "demo", "--test", "-o", hgm_dir,
-                       "--set", f"test.data_path={gt}", f"test.checkpoint={a.prior}"])
+        rc = hgm.main(["--runner", "restore", "--config", config, "--doc", "demo", "--test", "-o", hgm_dir,
+                       "--set", f"test.data_path={gt}", f"test.checkpoint={a.prior}", *sets])
         if rc:
             return rc
         compare(os.path.join(a.out, task), [os.path.join(hgm_dir, "input"), os.path.join(base_dir, "restored"),
