@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--prior", required=True, help="checkpoint or exported prior")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...")
-    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=4, help="held-out images to use")
     p.add_argument("--crop", type=int, default=128, help="centre crop of each held-out image")
     p.add_argument("-o", "--out", required=True)
