@@ -129,13 +129,25 @@ def read_images(paths: list[str], min_size: int | None = None, what: str = "imag
 
 
 def save_image(x: torch.Tensor, path: str) -> None:
-    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest."""
-    arr = (x.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8)
+    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest.
+
+    The file appears whole or not at all (written to a temporary name, then renamed), and an
+    image with NaN or infinite values is refused rather than written."""
+    x = x.detach().float().cpu()
+    if not bool(torch.isfinite(x).all()):
+        raise HGMError(f"refusing to write {path}: the image holds NaN or infinite values")
+    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[..., 0]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(arr).save(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class RandomCrops(torch.utils.data.Dataset):
