@@ -108,6 +108,9 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     name, kind, fixed = resolve_runner(args.runner)
     if kind == "train" and args.test:
         raise HGMError(f"runner {name} trains; for restoration use a Test_* runner or 'restore'")
+    if kind != "train" and distributed.world_size() > 1:
+        raise HGMError(f"runner {name} restores in one process; run it with python main.py, not torchrun "
+                       f"(several processes would write the same output folder)")
     cfg = load_config(args.config, parse_set(args.overrides), fixed)
     device = distributed.init(args.device) or pick_device(args.device)
     seed_everything(args.seed + distributed.rank())
@@ -162,5 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_within(seconds: int) -> None:
+    """After an interrupt the command must end: if the interpreter's shutdown hangs (a thread
+    waiting on a lock), SIGALRM ends the process."""
+    import signal
+    if hasattr(signal, "alarm"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        exit_within(30)
+    sys.exit(code)
