@@ -130,12 +130,14 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
 
 
 def _terminate(signum, frame):
+    exit_within(30)  # should the KeyboardInterrupt land inside a lock and the exit hang
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install_signal_handlers() -> None:
     """SIGTERM (a scheduler's pre-emption, torchrun tearing down) and SIGINT end a
-    run the way Ctrl-C does: training saves a checkpoint first. SIGINT is
+    run the way Ctrl-C does (training's loop installs its own handlers, which stop
+    after the step and save a checkpoint: runners/train.py, StopSignals). SIGINT is
     re-armed because shells start background jobs with it ignored."""
     import signal
     try:

@@ -201,3 +201,15 @@ def test_torchrun_on_a_restore_runner_is_refused(tmp_path, image_folder, capfd, 
     err = capfd.readouterr().err
     assert rc == 1 and "not torchrun" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_signal_in_the_training_loop_raises_nothing_inside_it():
+    """Item 7, deterministically: the loop's handler only sets a flag, so no KeyboardInterrupt can land
+    inside a lock held by logging, tqdm or tensorboard (the hang after the checkpoint)."""
+    from runners.train import StopSignals
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here; nothing is raised
+        assert stop.requested == signal.SIGTERM and not stop.agreed
+    assert signal.getsignal(signal.SIGTERM) is before
