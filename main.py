@@ -114,6 +114,9 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
         raise HGMError(f"runner {name} trains; for restoration use a Test_* runner or 'restore'")
     if kind == "train" and not args.doc:
         raise HGMError(f"runner {name} trains and needs --doc (the run's name under <run>/logs/)")
+    if kind != "train" and distributed.world_size() > 1:
+        raise HGMError(f"runner {name} restores in one process; run it with python main.py, not torchrun "
+                       f"(several processes would write the same output folder)")
     cfg = load_config(args.config, parse_set(args.overrides), fixed)
     device = distributed.init(args.device) or pick_device(args.device)
     seed_everything(args.seed + distributed.rank())
@@ -133,12 +136,14 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
 
 
 def _terminate(signum, frame):
+    exit_within(30)  # should the KeyboardInterrupt land inside a lock and the exit hang
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install_signal_handlers() -> None:
     """SIGTERM (a scheduler's pre-emption, torchrun tearing down) and SIGINT end a
-    run the way Ctrl-C does: training saves a checkpoint first. SIGINT is
+    run the way Ctrl-C does (training's loop installs its own handlers, which stop
+    after the step and save a checkpoint: runners/train.py, StopSignals). SIGINT is
     re-armed because shells start background jobs with it ignored."""
     import signal
     try:
@@ -171,5 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_within(seconds: int) -> None:
+    """After an interrupt the command must end: if the interpreter's shutdown hangs (a thread
+    waiting on a lock), SIGALRM ends the process."""
+    import signal
+    if hasattr(signal, "alarm"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        exit_within(30)
+    sys.exit(code)

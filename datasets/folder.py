@@ -100,6 +100,20 @@ def read_image(path: str) -> torch.Tensor:
     return torch.from_numpy(read_array(path)).permute(2, 0, 1).contiguous()
 
 
+def _report_skipped(n: int, bad: list, small: list, min_size: int | None) -> None:
+    """Warn (and count) what read_images / usable_paths skipped; an error if nothing is left."""
+    if bad:
+        log.warning("%d of %d files could not be read and were skipped", len(bad), n)
+    if small:
+        log.warning("%d of %d images are smaller than the %d×%d crop and were skipped (e.g. %s is %d×%d)",
+                    len(small), n, min_size, min_size, small[0][0], *small[0][1])
+    if len(bad) + len(small) == n:
+        if small:
+            raise HGMError(f"no usable image: all readable images are smaller than the crop size {min_size} "
+                           f"(largest side pairs e.g. {small[0][1]}); lower data.image_size")
+        raise HGMError(f"no usable image among {n} files ({len(bad)} unreadable)")
+
+
 def read_images(paths: list[str], min_size: int | None = None, what: str = "image") -> list[tuple[str, torch.Tensor]]:
     """Decode `paths`, skipping (and counting) unreadable ones and, with `min_size`,
     those smaller than min_size×min_size. Returns [(path, tensor)]."""
@@ -115,27 +129,59 @@ def read_images(paths: list[str], min_size: int | None = None, what: str = "imag
             small.append((p, tuple(x.shape[-2:])))
             continue
         good.append((p, x))
-    if bad:
-        log.warning("%d of %d files could not be read and were skipped", len(bad), len(paths))
-    if small:
-        log.warning("%d of %d images are smaller than the %d×%d crop and were skipped (e.g. %s is %d×%d)",
-                    len(small), len(paths), min_size, min_size, small[0][0], *small[0][1])
-    if not good:
-        if small:
-            raise HGMError(f"no usable image: all readable images are smaller than the crop size {min_size} "
-                           f"(largest side pairs e.g. {small[0][1]}); lower data.image_size")
-        raise HGMError(f"no usable image among {len(paths)} files ({len(bad)} unreadable)")
+    _report_skipped(len(paths), bad, small, min_size)
+    return good
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(H, W) of an image file from its header (what Pillow cannot open is decoded whole)."""
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except Exception:
+        return tuple(read_image(path).shape[-2:])
+
+
+def usable_paths(paths: list[str], min_size: int | None = None, what: str = "image") -> list[str]:
+    """`read_images` without decoding: the files whose header can be read and, with `min_size`, whose
+    image is at least min_size×min_size; the others are skipped and counted the same way. A file whose
+    header is fine but whose data is corrupt is skipped when LazyImages meets it."""
+    good, bad, small = [], [], []
+    for p in paths:
+        try:
+            h, w = image_size(p)
+        except Exception as e:
+            log.warning("skipping unreadable %s %s: %s", what, p, e)
+            bad.append(p)
+            continue
+        if min_size and min(h, w) < min_size:
+            small.append((p, (h, w)))
+            continue
+        good.append(p)
+    _report_skipped(len(paths), bad, small, min_size)
     return good
 
 
 def save_image(x: torch.Tensor, path: str) -> None:
-    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest."""
-    arr = (x.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8)
+    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest.
+
+    The file appears whole or not at all (written to a temporary name, then renamed), and an
+    image with NaN or infinite values is refused rather than written."""
+    x = x.detach().float().cpu()
+    if not bool(torch.isfinite(x).all()):
+        raise HGMError(f"refusing to write {path}: the image holds NaN or infinite values")
+    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[..., 0]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(arr).save(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class RandomCrops(torch.utils.data.Dataset):
@@ -164,23 +210,50 @@ class RandomCrops(torch.utils.data.Dataset):
 
 
 class LazyImages:
-    """List-like access that decodes each image on demand (for folders too big to preload)."""
+    """List-like access that decodes each image on demand (for folders too big to preload).
 
-    def __init__(self, paths):
-        self.paths = paths
+    A file that cannot be decoded (or is smaller than `min_size`) is skipped with a warning naming
+    it, and the next image is returned in its place."""
+
+    def __init__(self, paths, min_size=None):
+        self.paths, self.min_size = paths, min_size
+        self.skipped: set[str] = set()
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return read_image(self.paths[i])
+        n = len(self.paths)
+        if not -n <= i < n:
+            raise IndexError(i)  # also ends iteration
+        for k in range(n):
+            path = self.paths[(i + k) % n]
+            if path in self.skipped:
+                continue
+            try:
+                x = read_image(path)
+            except Exception as e:  # PIL raises many kinds for corrupt files
+                self.skip(path, f"unreadable: {e}")
+                continue
+            if self.min_size and min(x.shape[-2:]) < self.min_size:
+                self.skip(path, f"{x.shape[-2]}×{x.shape[-1]}, smaller than the {self.min_size}×{self.min_size} crop")
+                continue
+            return x
+        raise HGMError(f"no usable image among {n} files (data.preload=false): {len(self.skipped)} skipped, "
+                       f"e.g. {sorted(self.skipped)[0]}")
+
+    def skip(self, path, why):
+        self.skipped.add(path)
+        log.warning("skipping image %s (%s); %d of %d skipped so far", path, why, len(self.skipped), len(self.paths))
 
 
 def training_images(folder: str, crop: int, val_images: int = 0, preload: bool = True, seed: int = 0) -> tuple:
     """Split a folder into (train, val) lists of image tensors (or lazy lists).
 
-    The held-out images are chosen by a seeded permutation, so the same
-    folder and seed always hold out the same images."""
+    Unreadable images and images smaller than the crop are skipped and counted: with
+    `preload` when decoding them, without it by their headers (and data found corrupt
+    later is skipped when met). The held-out images are chosen by a seeded permutation,
+    so the same folder and seed always hold out the same images."""
     paths = list_images(folder)
     if preload:
         items = read_images(paths, min_size=crop)
@@ -188,11 +261,12 @@ def training_images(folder: str, crop: int, val_images: int = 0, preload: bool =
         # uint8 storage saves 4× memory for 8-bit images; 16-bit stay float
         images = [to_storage(x) for x in images]
     else:
-        images = LazyImages(paths)
+        paths = usable_paths(paths, min_size=crop)
+        images = LazyImages(paths, crop)
     n = len(images)
     val_idx, train_idx = split_indices(n, val_images, seed)
     pick = (lambda idx: [images[i] for i in sorted(idx)]) if preload else \
-        (lambda idx: LazyImages([paths[i] for i in sorted(idx)]))
+        (lambda idx: LazyImages([paths[i] for i in sorted(idx)], crop))
     return pick(train_idx), pick(val_idx), n
 
 
@@ -208,8 +282,7 @@ def held_out_paths(folder: str, crop: int, val_images: int, preload: bool = True
     """The files `training_images` holds out (same arguments, same answer): where
     step sizes may be tuned without touching evaluation images."""
     paths = list_images(folder)
-    if preload:
-        paths = [p for p, _ in read_images(paths, min_size=crop)]
+    paths = [p for p, _ in read_images(paths, min_size=crop)] if preload else usable_paths(paths, min_size=crop)
     val_idx, _ = split_indices(len(paths), val_images, seed)
     return [paths[i] for i in sorted(val_idx)]
 

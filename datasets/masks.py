@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import zlib
 
+import numpy as np
 import torch
+from PIL import Image
 
 from datasets.errors import HGMError
-from datasets.folder import read_image
 
 PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 _CHANNEL = {"r": 0, "g": 1, "b": 2}
@@ -49,12 +50,55 @@ def box_mask(h: int, w: int, size: int, device: torch.device | str | None = None
     return m
 
 
+def _mask_values(path: str) -> np.ndarray:
+    """The raw sample values of a mask file, H×W×C (alpha dropped)."""
+    arr = None
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+        try:
+            arr = np.asarray(tifffile.imread(path))
+        except (ValueError, TypeError, tifffile.TiffFileError):
+            arr = None  # let Pillow try
+    if arr is None:
+        with Image.open(path) as img:
+            if img.mode in ("P", "PA"):
+                img = img.convert("RGBA")
+            arr = np.asarray(img)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise HGMError(f"mask {path}: unsupported layout {arr.shape}")
+    return arr
+
+
 def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
-    """A mask image (255 known, 0 missing) that must be H×W."""
-    m = read_image(path)[:1]
-    if m.shape[-2:] != (h, w):
-        raise HGMError(f"mask {path} is {m.shape[-2]}×{m.shape[-1]} but the image is {h}×{w}")
-    return (m > 0.5).float().expand(3, h, w).clone()
+    """A mask image that must be H×W: 0 missing, and 1 or 255 (65535 for 16 bits) known; any other
+    value, channels that differ, or no known sample is an error naming the mask."""
+    try:
+        arr = _mask_values(path)
+    except HGMError:
+        raise
+    except Exception as e:
+        raise HGMError(f"cannot read mask {path}: {e}") from e
+    if arr.shape[:2] != (h, w):
+        raise HGMError(f"mask {path} is {arr.shape[0]}×{arr.shape[1]} but the image is {h}×{w}")
+    if arr.shape[-1] == 3 and not (arr == arr[..., :1]).all():
+        raise HGMError(f"mask {path} is a colour image whose channels differ; a mask marks whole pixels: "
+                       f"use a grey (or black-and-white) image")
+    values = np.unique(arr[..., 0])
+    allowed = [{0, 1}, {0, 255}, {0, 65535}] if np.issubdtype(arr.dtype, np.integer) else [{0.0, 1.0}]
+    scale = next((max(a) for a in allowed if set(values.tolist()) <= a), None)
+    if scale is None:
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (", …" if len(values) > 8 else "")
+        raise HGMError(f"mask {path} holds the values {shown}; a mask holds 0 (missing) and 255 or 1 (known) only")
+    known = torch.from_numpy(arr[..., 0] == scale)
+    if not known.any():
+        raise HGMError(f"mask {path} marks every pixel missing (all 0); nothing is measured")
+    return known.float().expand(3, h, w).clone()
 
 
 def name_seed(stem: str) -> int:

@@ -62,7 +62,11 @@ def psnr(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray, border: i
 
 
 def ssim(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray, border: int = 0) -> float:
-    """Colour SSIM (scikit-image, channel_axis=-1, data_range=1)."""
+    """Colour SSIM (scikit-image, channel_axis=-1, data_range=1) with its 7×7 window, or the
+    largest odd window that fits an image smaller than 7 pixels; NaN for an image under 3 pixels."""
     a, b = _pair(x, ref, border)
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
-
+    win = min(7, *a.shape[:2])
+    win -= 1 - win % 2  # odd
+    if win < 3:
+        return float("nan")
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win))

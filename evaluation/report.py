@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 
 import torch
@@ -25,6 +26,30 @@ COMPARE_FOLDER = "compare"
 ERROR_GAIN = 5  # the error map shows |restored - ground truth| (mean over channels) times this
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(os.path.join(folder, ""))
+
+
+def check_output_location(out: str, data_path: str | None, keep: dict[str, str | None]) -> None:
+    """Refuse an output folder that is, lies inside, or contains the data folder, and one that is or
+    contains anything in `keep` ({what: path}, e.g. the checkpoint): with or without --overwrite,
+    which would move it aside."""
+    if data_path:
+        if os.path.realpath(out) == os.path.realpath(data_path):
+            raise HGMError(f"-o {out} is the data folder test.data_path; choose an output folder outside it")
+        if _inside(out, data_path):
+            raise HGMError(f"-o {out} is inside the data folder test.data_path={data_path}, where its images "
+                           f"would be read as data; choose an output folder outside it")
+        if _inside(data_path, out):
+            raise HGMError(f"-o {out} contains the data folder test.data_path={data_path}; choose another "
+                           f"output folder")
+    for what, path in keep.items():
+        if path and os.path.exists(path) and _inside(path, out):
+            raise HGMError(f"-o {out} contains {what} {path}; choose another output folder")
+
+
 def prepare_output(out: str, overwrite: bool = False) -> None:
     """Create the output folder; one that holds results is refused, or with `overwrite` moved aside."""
     if os.path.isdir(out) and os.listdir(out):
@@ -35,10 +60,15 @@ def prepare_output(out: str, overwrite: bool = False) -> None:
     os.makedirs(out, exist_ok=True)
 
 
-def image_metrics_of_file(path: str, gt: torch.Tensor, border: int) -> dict[str, float]:
-    """Metrics of the PNG as written (re-read from disk), full and without a border."""
+def _number(v: float) -> float | None:
+    return None if math.isnan(v) else v  # empty in metrics.csv
+
+
+def image_metrics_of_file(path: str, gt: torch.Tensor, border: int) -> dict[str, float | None]:
+    """Metrics of the PNG as written (re-read from disk), full and without a border. SSIM of an
+    image smaller than its 7×7 window uses a smaller window, and is None (empty) under 3×3."""
     restored = read_image(path)
-    m = {"psnr": psnr(restored, gt), "ssim": ssim(restored, gt)}
+    m = {"psnr": psnr(restored, gt), "ssim": _number(ssim(restored, gt))}
     if border and min(gt.shape[-2:]) - 2 * border >= 7:  # SSIM's 7×7 window must fit
         m["psnr_border"] = psnr(restored, gt, border=border)
         m["ssim_border"] = ssim(restored, gt, border=border)
@@ -80,8 +110,9 @@ def write_metrics(out: str, rows: list[dict], has_gt: bool, traces: list[tuple[s
             w.writerow(mean)
     if has_gt and ok:
         m = sum(r["psnr"] for r in ok) / len(ok)
-        log.info("mean over %d image(s): PSNR %.2f dB, SSIM %.4f -> %s", len(ok), m,
-                 sum(r["ssim"] for r in ok) / len(ok), os.path.join(out, "metrics.csv"))
+        ssims = [r["ssim"] for r in ok if r.get("ssim") is not None]
+        log.info("mean over %d image(s): PSNR %.2f dB, SSIM %s -> %s", len(ok), m,
+                 f"{sum(ssims) / len(ssims):.4f}" if ssims else "-", os.path.join(out, "metrics.csv"))
 
 
 def read_metrics(folder: str) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import zipfile
 
 import torch
 
@@ -34,9 +35,43 @@ def strip_module_prefix(state: dict) -> dict:
 
 
 def save_checkpoint(state: dict, log_dir: str, step: int) -> None:
+    """checkpoint.pth first: a kill between the two files never leaves a run that cannot be resumed."""
     os.makedirs(log_dir, exist_ok=True)
-    atomic_save(state, os.path.join(log_dir, f"checkpoint_{step}.pth"))
     atomic_save(state, os.path.join(log_dir, "checkpoint.pth"))
+    atomic_save(state, os.path.join(log_dir, f"checkpoint_{step}.pth"))
+
+
+def remove_stale_temporaries(log_dir: str) -> list[str]:
+    """Remove the `*.tmp-PID` files a killed process left (those of a running process are kept)."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(log_dir), "*.pth.tmp-*")):
+        pid = path.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def _is_torch_file(path: str) -> bool:
+    """A zip archive (torch.save since 1.6) or a legacy pickle (magic number first)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,13 +87,19 @@ def resolve_checkpoint_path(path: str) -> str:
 
 
 def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict:
+    """A checkpoint read with weights_only=True (never unpickling code); errors never suggest unsafe loading."""
     path = resolve_checkpoint_path(path)
     if not os.path.isfile(path):
         raise HGMError(f"no checkpoint at {path}")
+    if not _is_torch_file(path):
+        raise HGMError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise HGMError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "pickle" in str(e).lower():
+            first = "it holds objects other than tensors and plain values, which hgm does not load"
+        raise HGMError(f"cannot read checkpoint {path}: {first}") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise HGMError(f"{path} is not an hgm checkpoint (no 'model' entry)")
     return ckpt

@@ -191,7 +191,19 @@ def load_config(name: str, overrides: dict | None = None, fixed: dict | None = N
     cfg = merge_into(copy.deepcopy(base), explicit)
     for key, value in {**(fixed or {}), **(overrides or {})}.items():
         set_dotted(cfg, key, value)
-    return validate(cfg, base)
+    return check_model(validate(cfg, base))
+
+
+def check_model(cfg: dict) -> dict:
+    """Model values the schema cannot check by type: widths and level counts are positive, noise levels fall."""
+    m = cfg["model"]
+    for key in ("ngf", "num_classes"):
+        if m[key] < 1:
+            raise HGMError(f"model.{key} must be at least 1, got {m[key]}")
+    if not m["sigma_begin"] > m["sigma_end"] > 0:
+        raise HGMError(f"model.sigma_begin ({m['sigma_begin']:g}) must be larger than model.sigma_end "
+                       f"({m['sigma_end']:g}), and both positive")
+    return cfg
 
 
 def dump_config(cfg: dict, path: str, comment: str | None = None) -> None:

@@ -102,6 +102,15 @@ def mean(value: torch.Tensor) -> float:
     return t.item() / dist.get_world_size()
 
 
+def mean_and_any(value: torch.Tensor, flag: bool) -> tuple[float, bool]:
+    """(`value` averaged over all ranks, whether `flag` is set on any rank), in one collective."""
+    if not initialized():
+        return value.item(), flag
+    t = torch.stack([value.detach().float().reshape(()), torch.tensor(float(flag), device=value.device)])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t[0].item() / dist.get_world_size(), bool(t[1].item() > 0)
+
+
 def cleanup() -> None:
     if initialized():
         dist.destroy_process_group()

@@ -147,10 +147,30 @@ def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: 
     return to_patches(stack, patch, settings.patch_stride, settings.pad_mode)
 
 
+OUT_OF_RANGE_MARGIN = 0.1
+FAILED_FRACTION = 0.05  # more unmeasured samples than this far outside [0, 1]: the schedule failed
+
+
+def schedule_failed(stats: dict) -> bool:
+    """Whether restore_image's `stats` say the sampler did not converge to an image (a trained prior
+    with a working schedule ends with almost every sample inside [0, 1]; step_lr too large does not)."""
+    return stats.get("out_of_range", 0.0) > FAILED_FRACTION
+
+
+def check_size(t: Transform, h: int, w: int, multiple: int) -> None:
+    """Refuse an image too small for the network: padded to `multiple`, its lifted size must be at least 4×4."""
+    padded = [-(-n // multiple) * multiple for n in (h, w)]
+    lifted = t.forward(torch.zeros(1, 3, *padded)).shape[-2:]
+    if min(lifted) < 4:
+        need = 4 * padded[0] // lifted[0] - multiple + 1
+        raise HGMError(f"an image of {h}×{w} is too small to restore with the {t.name} transform "
+                       f"(at least {need}×{need} pixels)")
+
+
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
-                  callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None
-                  ) -> torch.Tensor:
+                  callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
+                  stats: dict | None = None) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 
     Sizes the transform or the network cannot take are padded (the padding is
@@ -159,11 +179,15 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     estimate (1×3×H×W) to pull towards (progressive strategy); `progress` a tqdm
     bar; callback(step, x, patches) sees every lifted iterate: of the whole (padded)
     image with patches None, else of patches [first, last) of `patch_layout`'s
-    order (`runners.patches.to_patches`). Returns 1×3×H×W in [0, 1]
+    order (`runners.patches.to_patches`); `stats`, a dict, gets "out_of_range": the
+    fraction of unmeasured samples of the final iterate more than OUT_OF_RANGE_MARGIN outside
+    [0, 1] before clipping (see `schedule_failed`). Returns 1×3×H×W in [0, 1]
     whose measured samples equal y exactly.
     """
     t = prior.transform
     h, w = y.shape[-2:]
+    if not settings.patch_size:
+        check_size(t, h, w, 2 * t.size_multiple)
     init = initial_image(settings.init, y, mask)
     stack = torch.cat([y, mask, init] + ([earlier] if earlier is not None else []), dim=1)
     tiles, layout = _tiles(stack, settings, 2 * t.size_multiple, t.name)  # the network halves the lifted size once
@@ -204,6 +228,10 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
+    if stats is not None:  # how far the unknown samples strayed from [0, 1] (a failed schedule strays far)
+        unknown = out[(mask < 0.5).expand_as(out)]
+        far = ((unknown < -OUT_OF_RANGE_MARGIN) | (unknown > 1 + OUT_OF_RANGE_MARGIN)).float()
+        stats["out_of_range"] = float(far.mean()) if unknown.numel() else 0.0
     # clip, then enforce the measurement once more: overlap averaging is exact
     # for identical values, but this makes it a guarantee
     return MaskedObservation(mask).project(out.clamp(0, 1), y)

@@ -22,6 +22,7 @@ from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
 from evaluation.metrics import psnr
 from evaluation.report import (
+    check_output_location,
     image_metrics_of_file,
     prepare_output,
     recorded_cost,
@@ -30,7 +31,14 @@ from evaluation.report import (
 )
 from runners.config import dump_config
 from runners.patches import to_patches
-from runners.restoration import Prior, PriorOptions, SamplerSettings, load_prior, restore_image
+from runners.restoration import (
+    Prior,
+    PriorOptions,
+    SamplerSettings,
+    load_prior,
+    restore_image,
+    schedule_failed,
+)
 from runners.sampler import SamplerDiverged, bars_disabled, level_bar, nfe
 
 log = logging.getLogger("hgm")
@@ -92,6 +100,11 @@ class RestoreRunner:
                            "or test.checkpoint naming the prior")
         out = args.image_folder or os.path.join(args.run, "restore", doc)
         ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", doc, "checkpoint.pth")
+        mask = str(tcfg["mask"]) if tcfg["task"] == "inpaint" and str(tcfg["mask"]) not in ("random", "box") else None
+        check_output_location(out, tcfg["data_path"], {
+            "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
+            "the earlier estimates": pcfg["prev_folder"],
+            "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
         settings = SamplerSettings.from_config(tcfg, cfg["model"]["num_classes"])
         options = PriorOptions.from_config(tcfg)
         r = Restoration(load_prior(ckpt_path, cfg, self.device, options), settings, [], out)
@@ -120,32 +133,51 @@ class RestoreRunner:
                  s.n_steps_each, s.step_lr, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
-        rows, failures, traces = [], [], []
-        for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
-            save_image(item.y, os.path.join(r.out, "input", item.stem + ".png"))
-            t0 = time.time()
-            try:
-                result, (earlier_nfe, earlier_seconds) = self.restore_one(r, item, traces)
-            except SamplerDiverged as e:
-                log.error("%s: %s; nothing written for it", item.stem, e)
-                failures.append(item.stem)
-                rows.append({"image": item.stem, "status": f"diverged (step_lr={s.step_lr:g})"})
-                continue
-            seconds = time.time() - t0 + earlier_seconds
-            path = os.path.join(r.out, "restored", item.stem + ".png")
-            save_image(result, path)
-            write_comparison(r.out, item.stem, item.y, result, item.gt)
-            row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
-            if has_gt:
-                row.update(image_metrics_of_file(path, item.gt, tcfg["border"]))
-                log.info("%s: PSNR %.2f dB, SSIM %.4f (%.1f s)", item.stem, row["psnr"], row["ssim"], seconds)
-            else:
-                log.info("%s: restored (%.1f s)", item.stem, seconds)
-            rows.append(row)
-        write_metrics(r.out, rows, has_gt, traces)
-        if failures:
-            raise HGMError(f"{len(failures)} of {len(r.items)} image(s) diverged ({', '.join(failures)}); "
+        rows, diverged, failed, traces = [], [], [], []
+        try:  # metrics.csv keeps every finished image, whatever stops the run
+            for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
+                try:
+                    rows.append(self.restore_and_score(r, item, traces, n_eval, has_gt))
+                except SamplerDiverged as e:
+                    log.error("%s: %s; nothing written for it", item.stem, e)
+                    diverged.append(item.stem)
+                    rows.append({"image": item.stem, "status": f"diverged (step_lr={s.step_lr:g})"})
+                except Exception as e:  # this image only: the others are still restored and scored
+                    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.error("%s: failed: %s", item.stem, msg)
+                    failed.append(f"{item.stem}: {msg}")
+                    rows.append({"image": item.stem, "status": f"error: {msg}"})
+        finally:
+            write_metrics(r.out, rows, has_gt, traces)
+        if failed:
+            raise HGMError(f"{len(failed) + len(diverged)} of {len(r.items)} image(s) failed ({'; '.join(failed)}"
+                           f"{'; diverged: ' + ', '.join(diverged) if diverged else ''}); the others are in {r.out}")
+        if diverged:
+            raise HGMError(f"{len(diverged)} of {len(r.items)} image(s) diverged ({', '.join(diverged)}); "
                            f"lower test.step_lr (now {s.step_lr:g}); the others are in {r.out}")
+
+    def restore_and_score(self, r: Restoration, item: RestoreInput, traces: list, n_eval: int, has_gt: bool) -> dict:
+        """Restore one image, write it, and return its metrics.csv row."""
+        save_image(item.y, os.path.join(r.out, "input", item.stem + ".png"))
+        t0 = time.time()
+        stats: dict = {}
+        result, (earlier_nfe, earlier_seconds) = self.restore_one(r, item, traces, stats)
+        if schedule_failed(stats):
+            log.warning("%s: %.0f%% of the unmeasured samples ended far outside [0, 1] before clipping: the "
+                        "sampling schedule failed (test.step_lr=%g too large, or too few steps?) and this result "
+                        "is not a restoration", item.stem, 100 * stats["out_of_range"], r.settings.step_lr)
+        seconds = time.time() - t0 + earlier_seconds
+        path = os.path.join(r.out, "restored", item.stem + ".png")
+        save_image(result, path)
+        write_comparison(r.out, item.stem, item.y, result, item.gt)
+        row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
+        if has_gt:
+            row.update(image_metrics_of_file(path, item.gt, self.tcfg["border"]))
+            ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
+            log.info("%s: PSNR %.2f dB, SSIM %s (%.1f s)", item.stem, row["psnr"], ssim, seconds)
+        else:
+            log.info("%s: restored (%.1f s)", item.stem, seconds)
+        return row
 
     def earlier_estimate(self, r: Restoration, item: RestoreInput, yd: torch.Tensor,
                          md: torch.Tensor) -> tuple[torch.Tensor | None, tuple[int, float]]:
@@ -189,11 +221,12 @@ class RestoreRunner:
             traces.append((f"{item.stem} patches {part[0]}-{part[1] - 1}", step, value))
         return callback
 
-    def restore_one(self, r: Restoration, item: RestoreInput, traces: list) -> tuple[torch.Tensor, tuple[int, float]]:
+    def restore_one(self, r: Restoration, item: RestoreInput, traces: list,
+                    stats: dict | None = None) -> tuple[torch.Tensor, tuple[int, float]]:
         yd, md = item.y[None].to(self.device), item.mask[None].to(self.device)
         with torch.inference_mode():
             earlier, cost = self.earlier_estimate(r, item, yd, md)
             with level_bar(item.stem) as bar:
                 result = restore_image(r.prior, yd, md, r.settings, earlier, progress=bar,
-                                       callback=self.trace_callback(r, item, traces))
+                                       callback=self.trace_callback(r, item, traces), stats=stats)
         return result[0].cpu(), cost

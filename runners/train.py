@@ -18,6 +18,8 @@ import argparse
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from runners.checkpoint import (
     existing_checkpoints,
     load_checkpoint,
     model_signature,
+    remove_stale_temporaries,
     save_checkpoint,
     strip_module_prefix,
 )
@@ -215,6 +218,7 @@ class Progress:
     loss: float = float("nan")
     val_loss: float | None = None
     val_step: int | None = None
+    last_saved: int | None = None  # the step of the last checkpoint this session wrote
     t0: float = field(default_factory=time.time)
 
 
@@ -228,6 +232,7 @@ class TrainRunner:
         self.log_dir = os.path.join(args.run, "logs", args.doc)
         self.tb_dir = os.path.join(args.run, "tensorboard", args.doc)
         self._log_handler = None
+        self.stop = StopSignals()
 
     def run(self) -> None:
         try:
@@ -275,6 +280,8 @@ class TrainRunner:
 
     def open_run_dir(self) -> None:
         os.makedirs(self.log_dir, exist_ok=True)
+        for path in remove_stale_temporaries(self.log_dir):
+            log.info("removed %s, left by a killed run", path)
         handler = logging.FileHandler(os.path.join(self.log_dir, "stdout.txt"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
@@ -346,7 +353,12 @@ class TrainRunner:
                  "world_size": self.world}
         if t.ema is not None:
             state["ema"] = t.ema.state_dict()
-        save_checkpoint(state, self.log_dir, p.step)
+        self.stop.saving = True  # a second Ctrl-C now waits for the save
+        try:
+            save_checkpoint(state, self.log_dir, p.step)
+        finally:
+            self.stop.saving = False
+        p.last_saved = p.step
         log.info("step %d: checkpoint written to %s", p.step, self.log_dir)
 
 
@@ -356,10 +368,16 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
                bar: tqdm, val: list[tuple] | None) -> None:
     """Book-keeping after a step: the loss agreed over ranks, logs, validation, checkpoints."""
     tr, n_iters = runner.cfg["training"], runner.cfg["training"]["n_iters"]
-    p.loss = distributed.mean(loss)  # the same on every rank, so all stop on a NaN
+    # the same on every rank, so all stop on a NaN, and all stop at the same step on a signal
+    p.loss, stop = distributed.mean_and_any(loss, runner.stop.requested is not None)
+    if stop:
+        runner.stop.agreed = True
     if not math.isfinite(p.loss):
+        ckpt = os.path.join(runner.log_dir, "checkpoint.pth")
+        kept = (f"the last checkpoint, step {p.last_saved}, is kept" if p.last_saved is not None else
+                "the last checkpoint is kept" if os.path.isfile(ckpt) else "no checkpoint was written")
         raise HGMError(f"training loss became {p.loss} at step {p.step}; lower optim.lr "
-                       f"or set training.grad_clip (last checkpoint kept)")
+                       f"or set training.grad_clip ({kept})")
     last = p.step == n_iters
     if runner.main:
         bar.update(1)
@@ -396,20 +414,28 @@ def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils
     # the distributed sampler's shuffle depends on the epoch: continue the count on resume
     epoch = p.step // max(1, len(loader))
     p.t0 = time.time()
+    stop = runner.stop
     try:
-        while p.step < n_iters:
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            for x in loader:
-                loss = train_step(t, x)
-                p.step += 1
-                after_step(runner, t, p, loss, writer, bar, val)
-                if p.step >= n_iters:
-                    break
-            epoch += 1
+        with stop:
+            while p.step < n_iters and not stop.agreed:
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                for x in loader:
+                    loss = train_step(t, x)
+                    p.step += 1
+                    after_step(runner, t, p, loss, writer, bar, val)
+                    if p.step >= n_iters or stop.agreed:
+                        break
+                epoch += 1
+            if stop.agreed:
+                log.warning("%s at step %d: saving a checkpoint before exiting", stop.name, p.step)
+                if p.last_saved != p.step:
+                    runner.snapshot(t, p)
+                raise KeyboardInterrupt(stop.name)
     except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint before exiting", p.step)
-        runner.snapshot(t, p)
+        if not stop.agreed:  # Ctrl-C outside the loop's handler (e.g. another thread installed it)
+            log.warning("interrupted at step %d: saving a checkpoint before exiting", p.step)
+            runner.snapshot(t, p)
         raise
     finally:
         bar.close()
@@ -417,3 +443,58 @@ def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils
             writer.close()
     log.info("done: step %d, loss %.5f%s, %.1f s", p.step, p.loss,
              "" if p.val_loss is None else f", validation loss {p.val_loss:.5f}", time.time() - p.t0)
+
+
+# ----------------------------------------------------------------------------- signals
+
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler: os.write takes no lock that the interrupted code may hold."""
+    try:
+        os.write(2, f"\n{text}\n".encode())
+    except OSError:
+        pass
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM while training. The handler only sets a flag, so no exception is
+    raised inside a lock (a log handler's, tqdm's, tensorboard's) that would then hang the exit:
+
+    - the first signal asks the loop to stop after the current step (all ranks at the same step),
+      write a checkpoint and exit with 130;
+    - another one while that checkpoint is being written waits for it (it says so);
+    - another one before the write starts exits at once and says that no checkpoint was saved.
+
+    Outside the main thread (no handlers can be installed there) it is inert."""
+
+    def __init__(self):
+        self.requested: int | None = None
+        self.agreed = False  # every rank has heard of a signal (after_step)
+        self.saving = False
+        self._old: dict = {}
+
+    @property
+    def name(self) -> str:
+        return "interrupted" if self.requested is None else signal.Signals(self.requested).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested is None:
+            self.requested = signum
+            _say(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                 f"(send it again to exit at once without one)")
+        elif self.saving:
+            _say("a checkpoint is being written: exiting as soon as it is saved")
+        else:
+            _say(f"{signal.Signals(signum).name} again: exiting now; the checkpoint was NOT saved "
+                 f"(checkpoint.pth, if any, is the last one saved before)")
+            os._exit(130)
