@@ -96,7 +96,15 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path, image_f
         flags = ("--resume_training",) if resume else (("--overwrite",) if log_dir.exists() else ())
         p = start(train_cmd(run, doc, image_folder, "training.snapshot_freq=1", "training.log_freq=1",
                             flags=("--verbose", "debug", *flags)))
-        time.sleep(rng.uniform(2.0, 6.0))
+        # a random moment after this round's first training step (start-up time varies with the load)
+        log = log_dir / "stdout.txt"
+        seen = log.stat().st_size if log.exists() else 0
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            if log.exists() and b" loss " in log.read_bytes()[seen:]:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))
         p.kill()
         _, err = p.communicate(timeout=30)
         err = err.decode()
