@@ -157,6 +157,13 @@ def schedule_failed(stats: dict) -> bool:
     return stats.get("out_of_range", 0.0) > FAILED_FRACTION
 
 
+def out_of_range_fraction(out: torch.Tensor, mask: torch.Tensor) -> float:
+    """How far the unknown samples strayed from [0, 1] before clipping (a failed schedule strays far)."""
+    unknown = out[(mask < 0.5).expand_as(out)]
+    far = ((unknown < -OUT_OF_RANGE_MARGIN) | (unknown > 1 + OUT_OF_RANGE_MARGIN)).float()
+    return float(far.mean()) if unknown.numel() else 0.0
+
+
 def check_size(t: Transform, h: int, w: int, multiple: int) -> None:
     """Refuse an image too small for the network: padded to `multiple`, its lifted size must be at least 4×4."""
     padded = [-(-n // multiple) * multiple for n in (h, w)]
@@ -165,6 +172,19 @@ def check_size(t: Transform, h: int, w: int, multiple: int) -> None:
         need = 4 * padded[0] // lifted[0] - multiple + 1
         raise HGMError(f"an image of {h}×{w} is too small to restore with the {t.name} transform "
                        f"(at least {need}×{need} pixels)")
+
+
+def _step_hook(progress: tqdm | None, callback: Callable | None, part: tuple[int, int] | None) -> Callable | None:
+    """The sampler's on_step for one chunk: the caller's callback (told which patches) and the bar."""
+    if progress is None and callback is None:
+        return None
+
+    def on_step(step: int, x: torch.Tensor) -> None:
+        if callback is not None:
+            callback(step, x, part)
+        if progress is not None:
+            progress.update(1)
+    return on_step
 
 
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
@@ -206,15 +226,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, op = ys[k:k + chunk], MaskedObservation(ms[k:k + chunk])
-        on_step = None
-        if progress is not None or callback is not None:
-            part = None if layout is None else (k, k + yk.shape[0])
-
-            def on_step(step, x, part=part):
-                if callback is not None:
-                    callback(step, x, part)
-                if progress is not None:
-                    progress.update(1)
+        on_step = _step_hook(progress, callback, None if layout is None else (k, k + yk.shape[0]))
 
         def project(v, op=op, yk=yk):
             return t.forward(op.project(t.inverse(v), yk))
@@ -228,10 +240,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
-    if stats is not None:  # how far the unknown samples strayed from [0, 1] (a failed schedule strays far)
-        unknown = out[(mask < 0.5).expand_as(out)]
-        far = ((unknown < -OUT_OF_RANGE_MARGIN) | (unknown > 1 + OUT_OF_RANGE_MARGIN)).float()
-        stats["out_of_range"] = float(far.mean()) if unknown.numel() else 0.0
+    if stats is not None:
+        stats["out_of_range"] = out_of_range_fraction(out, mask)
     # clip, then enforce the measurement once more: overlap averaging is exact
     # for identical values, but this makes it a guarantee
     return MaskedObservation(mask).project(out.clamp(0, 1), y)
