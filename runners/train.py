@@ -305,6 +305,8 @@ class TrainRunner:
             progress = self.restore_state(ckpt, model, optimizer, ema)
         elif tr["init_from"]:
             warm_start(model, tr["init_from"], cfg, transform)
+            if ema is not None:  # the average starts from the warm-started weights, not the random ones
+                ema.load_state_dict(model.state_dict())
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(

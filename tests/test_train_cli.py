@@ -321,12 +321,15 @@ def test_init_from_warm_starts_a_new_run(shared_image_folder, tmp_path, capfd):
     # zero steps of training would leave nothing to compare: n_iters=1 with lr 0 keeps the weights exactly
     rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "dst", shared_image_folder, 1,
                                                     f"training.init_from={src}", "optim.lr=0.0",
-                                                    "model.sigma_begin=0.2", "model.sigma_end=0.005"))
+                                                    "model.sigma_begin=0.2", "model.sigma_end=0.005",
+                                                    "model.ema=true"))
     assert rc == 0, err
     a, b = load(src), load(run / "logs" / "dst" / "checkpoint.pth")
     assert b["step"] == 1 and b["config"]["training"]["init_from"] == str(src)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+        # the EMA starts from the warm-started weights (it once started from the random ones)
+        assert torch.allclose(v.float(), b["ema"][k].float(), atol=1e-6), k
     # without init_from the same run starts elsewhere
     rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "fresh", shared_image_folder, 1,
                                                     "optim.lr=0.0", flags=("--seed", "7")))
