@@ -1,7 +1,7 @@
 """hgm's Python API for notebooks and other programs: load a prior, restore an image, score it.
 
     import hgm_api
-    prior = hgm_api.load_prior("cpu_12ch")                       # a bundled prior, or a checkpoint path
+    prior = hgm_api.load_prior("cpu_12ch_64")                    # a bundled prior, or a checkpoint path
     out = hgm_api.demosaic(prior, image, pattern="rggb")         # HxWx3 (mosaicked here) or an HxW raw mosaic
     out = hgm_api.inpaint(prior, image, mask)                    # mask HxW: 1/True known, 0/False missing
     hgm_api.metrics(out, ground_truth)                           # {"psnr": dB on 0-255, "ssim": colour SSIM}
@@ -52,8 +52,10 @@ from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_im
 __all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
 
 PRETRAINED = os.path.join(ROOT, "pretrained")
-BUNDLED = ("cpu_12ch", "cpu_6ch", "cpu_3ch")
-PRESETS = {"demosaic": "cpu_demosaic.yml", "inpaint": "cpu_inpaint.yml"}  # the bundled priors' presets
+BUNDLED = ("cpu_12ch_64", "cpu_12ch", "cpu_6ch", "cpu_3ch")
+# the bundled priors' presets: the recommended ones for the recommended prior, the earlier tuned ones for the others
+PRESETS = {"cpu_12ch_64": {"demosaic": "demosaic.yml", "inpaint": "inpaint.yml"}}
+EARLIER_PRESETS = {"demosaic": "cpu_demosaic.yml", "inpaint": "cpu_inpaint.yml"}
 
 
 @dataclass
@@ -69,9 +71,11 @@ class LoadedPrior:
         return self.prior.transform.channels
 
 
-def load_prior(name_or_path: str = "cpu_12ch", device: str | torch.device = "cpu", bf16: bool = False) -> LoadedPrior:
-    """A bundled prior by name (cpu_12ch, cpu_6ch, cpu_3ch: with the tuned cpu_demosaic.yml /
-    cpu_inpaint.yml presets) or any checkpoint / exported prior by path (its own config's test
+def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "cpu",
+               bf16: bool = False) -> LoadedPrior:
+    """A bundled prior by name (cpu_12ch_64, the recommended one, with the demosaic.yml /
+    inpaint.yml presets; cpu_12ch, cpu_6ch, cpu_3ch with the earlier cpu_demosaic.yml /
+    cpu_inpaint.yml) or any checkpoint / exported prior by path (its own config's test
     settings are the defaults)."""
     bundled = name_or_path in BUNDLED
     path = os.path.join(PRETRAINED, name_or_path + ".pth") if bundled else name_or_path
@@ -81,7 +85,7 @@ def load_prior(name_or_path: str = "cpu_12ch", device: str | torch.device = "cpu
     ckpt = load_checkpoint(path, map_location=device)
     cfg = validate(merge_into(_schema(), ckpt["config"]), _schema())
     prior = Prior(ckpt, cfg, device, PriorOptions(use_ema=True, bf16=bf16))
-    presets = dict(PRESETS) if bundled else {"demosaic": None, "inpaint": None}
+    presets = dict(PRESETS.get(name_or_path, EARLIER_PRESETS)) if bundled else {"demosaic": None, "inpaint": None}
     return LoadedPrior(prior, cfg, os.path.splitext(os.path.basename(path))[0], presets)
 
 
