@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:?set DATA=/path/to/data, the folder that holds cbsd432/ (README, Data)}
 OUT=${OUT:-results/nfe}
-PRIOR=${PRIOR:-pretrained/cpu_12ch.pth}
+PRIOR=${PRIOR:-pretrained/cpu_12ch_64.pth}
 DSTEPS=${DSTEPS:-1,2,3,5,8}
 ISTEPS=${ISTEPS:-1,2,5,8}
 tune() { python scripts/tune.py --prior "$PRIOR" --n 8 --set "data.path=$DATA/cbsd432" "$@"; }

@@ -50,7 +50,7 @@ def test_demosaic_preset_from_another_folder_on_small_images(tmp_path):
     data = smooth_images(str(tmp_path / "imgs"), [(37, 45), (9, 13), (64, 48)])
     out = str(tmp_path / "out")
     rc, _, err = run_main_process("--runner", "restore", "--config", "demosaic.yml", "--doc", "any", "--test",
-                                  "-o", out, "--set", f"test.data_path={data}", "--device", "cpu")
+                                  "-o", out, "--set", f"test.data_path={data}", "--device", "cpu", timeout=900)
     assert rc == 0, err
     rows = read_rows(out)
     assert [r["status"] for r in rows[:-1]] == ["ok"] * 3
@@ -70,7 +70,7 @@ def test_inpaint_preset_with_a_mask_file(tmp_path):
     out = str(tmp_path / "out")
     rc, _, err = run_main_process("--runner", "restore", "--config", "inpaint.yml", "--test", "-o", out,
                                   "--set", f"test.data_path={data}", f"test.mask={tmp_path / 'hole.png'}",
-                                  "--device", "cpu")
+                                  "--device", "cpu", timeout=900)
     assert rc == 0, err
     stem = read_rows(out)[0]["image"]
     x = torch.from_numpy(np.asarray(Image.open(os.path.join(out, "restored", stem + ".png"))).copy())
