@@ -44,18 +44,17 @@ from datasets.errors import HGMError  # noqa: E402
 from datasets.masks import bayer_mask  # noqa: E402
 from evaluation.metrics import psnr as _psnr  # noqa: E402
 from evaluation.metrics import ssim as _ssim  # noqa: E402
-from runners.checkpoint import load_checkpoint  # noqa: E402
-from runners.config import load_config, merge_into, validate  # noqa: E402
-from runners.config import schema as _schema  # noqa: E402
+from runners.checkpoint import resolve_checkpoint_path  # noqa: E402
+from runners.config import load_config  # noqa: E402
 from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
+from runners.restoration import load_prior as _load_prior  # noqa: E402
 
 __all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
 
 PRETRAINED = os.path.join(ROOT, "pretrained")
-BUNDLED = ("cpu_12ch_64", "cpu_12ch", "cpu_6ch", "cpu_3ch")
-# the bundled priors' presets: the recommended ones for the recommended prior, the earlier tuned ones for the others
-PRESETS = {"cpu_12ch_64": {"demosaic": "demosaic.yml", "inpaint": "inpaint.yml"}}
-EARLIER_PRESETS = {"demosaic": "cpu_demosaic.yml", "inpaint": "cpu_inpaint.yml"}
+BUNDLED = ("cpu_12ch_64", "cpu_6ch", "cpu_3ch")
+# the presets every prior restores with (they take the model and noise levels from the prior)
+PRESETS = {"demosaic": "demosaic.yml", "inpaint": "inpaint.yml"}
 
 
 @dataclass
@@ -64,7 +63,7 @@ class LoadedPrior:
     prior: Prior
     config: dict
     name: str
-    presets: dict  # task -> config file whose test.* settings are the defaults (None: the checkpoint's own)
+    presets: dict  # task -> config file whose test.* settings are the defaults
 
     @property
     def channels(self) -> int:
@@ -73,20 +72,16 @@ class LoadedPrior:
 
 def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "cpu",
                bf16: bool = False) -> LoadedPrior:
-    """A bundled prior by name (cpu_12ch_64, the recommended one, with the demosaic.yml /
-    inpaint.yml presets; cpu_12ch, cpu_6ch, cpu_3ch with the earlier cpu_demosaic.yml /
-    cpu_inpaint.yml) or any checkpoint / exported prior by path (its own config's test
-    settings are the defaults)."""
+    """A bundled prior by name (cpu_12ch_64, the recommended one; cpu_6ch, cpu_3ch) or any
+    checkpoint or exported prior by path. Whichever way it is named, it restores with the
+    recommended presets (configs/demosaic.yml, configs/inpaint.yml)."""
     bundled = name_or_path in BUNDLED
     path = os.path.join(PRETRAINED, name_or_path + ".pth") if bundled else name_or_path
-    if not os.path.isfile(path):
+    if not os.path.isfile(resolve_checkpoint_path(path)):
         raise HGMError(f"no prior {name_or_path!r}: neither a bundled name ({', '.join(BUNDLED)}) nor a file")
     device = torch.device(device)
-    ckpt = load_checkpoint(path, map_location=device)
-    cfg = validate(merge_into(_schema(), ckpt["config"]), _schema())
-    prior = Prior(ckpt, cfg, device, PriorOptions(use_ema=True, bf16=bf16))
-    presets = dict(PRESETS.get(name_or_path, EARLIER_PRESETS)) if bundled else {"demosaic": None, "inpaint": None}
-    return LoadedPrior(prior, cfg, os.path.splitext(os.path.basename(path))[0], presets)
+    prior = _load_prior(path, device, PriorOptions(use_ema=True, bf16=bf16))
+    return LoadedPrior(prior, prior.cfg, os.path.splitext(os.path.basename(path))[0], dict(PRESETS))
 
 
 def _to_tensor(image) -> tuple[torch.Tensor, str]:
@@ -119,13 +114,8 @@ def _from_tensor(x: torch.Tensor, kind: str):
 
 
 def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> SamplerSettings:
-    preset = config or p.presets.get(task)
-    if preset:
-        tcfg = load_config(preset, {f"test.{k}": v for k, v in sets.items()})["test"]
-    else:
-        cfg = validate(merge_into(_schema(), {**p.config, "test": {**p.config["test"], **sets}}), _schema())
-        tcfg = cfg["test"]
-    return SamplerSettings.from_config(tcfg, len(p.prior.sigmas))
+    tcfg = load_config(config or p.presets[task], {f"test.{k}": v for k, v in sets.items()})["test"]
+    return SamplerSettings.from_config(tcfg, p.prior.sigmas)
 
 
 def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,

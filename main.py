@@ -106,7 +106,7 @@ def seed_everything(seed: int) -> None:
 def run(args: argparse.Namespace, log: logging.Logger) -> None:
     from datasets.errors import HGMError
     from runners import distributed
-    from runners.config import load_config, parse_set
+    from runners.config import explicit_values, load_config, parse_set
     from runners.registry import resolve_runner
 
     name, kind, fixed = resolve_runner(args.runner)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
             TrainRunner(args, cfg, device).run()
         else:
             from runners.restore import RestoreRunner
-            RestoreRunner(args, cfg, device).run()
+            RestoreRunner(args, cfg, device, explicit_values(args.config, parse_set(args.overrides), fixed)).run()
     finally:
         distributed.cleanup()
 

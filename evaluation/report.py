@@ -151,26 +151,33 @@ def _label_strip(text: str, width: int, height: int = 14) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
 
 
-def write_comparison(out: str, stem: str, degraded: torch.Tensor, restored: torch.Tensor,
-                     gt: torch.Tensor | None = None, min_width: int = 128) -> str:
-    """OUT/compare/<stem>.png: labelled panels input | restored | ground truth | error map
-    (input | restored without a ground truth), side by side with torchvision's make_grid.
-    Images narrower than `min_width` are enlarged (nearest neighbour) so the labels fit.
-    Returns the path."""
+def write_panels(path: str, panels: list[tuple[str, torch.Tensor]], min_width: int = 128) -> str:
+    """Labelled 3×H×W images side by side (torchvision's make_grid) in one PNG at `path`. Images
+    narrower than `min_width` are enlarged (nearest neighbour) so the labels fit. Returns the path."""
     from torchvision.utils import make_grid
     from torchvision.utils import save_image as tv_save_image
-    panels = [("input", degraded), ("restored", restored)]
-    if gt is not None:
-        err = (restored - gt).abs().mean(0, keepdim=True).mul(ERROR_GAIN).clamp(0, 1).expand(3, -1, -1)
-        panels += [("ground truth", gt), (f"error x{ERROR_GAIN}", err)]
-    scale = max(1, -(-min_width // restored.shape[-1]))
+    scale = max(1, -(-min_width // panels[0][1].shape[-1]))
     tiles = []
     for label, img in panels:
         img = img.detach().float().cpu().clamp(0, 1)
         if scale > 1:
             img = img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
         tiles.append(torch.cat([_label_strip(label, img.shape[-1]), img], dim=-2))
-    path = os.path.join(out, COMPARE_FOLDER, stem + ".png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tv_save_image(make_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0), path)
     return path
+
+
+def error_map(restored: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """|restored − ground truth|, mean over channels, times ERROR_GAIN, as a grey 3×H×W image."""
+    return (restored - gt).abs().mean(0, keepdim=True).mul(ERROR_GAIN).clamp(0, 1).expand(3, -1, -1)
+
+
+def write_comparison(out: str, stem: str, degraded: torch.Tensor, restored: torch.Tensor,
+                     gt: torch.Tensor | None = None, min_width: int = 128) -> str:
+    """OUT/compare/<stem>.png: labelled panels input | restored | ground truth | error map
+    (input | restored without a ground truth). Returns the path."""
+    panels = [("input", degraded), ("restored", restored)]
+    if gt is not None:
+        panels += [("ground truth", gt), (f"error x{ERROR_GAIN}", error_map(restored, gt))]
+    return write_panels(os.path.join(out, COMPARE_FOLDER, stem + ".png"), panels, min_width)

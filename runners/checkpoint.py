@@ -124,6 +124,55 @@ def model_signature(cfg: dict, transform: Transform | None = None) -> dict:
             "sigma_begin": float(m["sigma_begin"]), "sigma_end": float(m["sigma_end"])}
 
 
+# The keys that define a prior: restoration reads them from the checkpoint, never from the config.
+MODEL_KEYS = ("data.transform", "data.transform_factor", "model.ngf", "model.num_classes",
+              "model.sigma_begin", "model.sigma_end")
+
+
+def _get(cfg: dict, key: str):
+    section, name = key.split(".")
+    return cfg[section][name]
+
+
+def prior_config(ckpt: dict, path: str, base: dict) -> dict:
+    """`base` (a resolved config) with the model keys of the config the checkpoint was trained with:
+    the checkpoint is the source of truth for its architecture, transform and noise levels."""
+    import copy
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        raise HGMError(f"{path} has no config; cannot tell its transform and noise levels")
+    cfg = copy.deepcopy(base)
+    try:
+        for key in MODEL_KEYS:
+            section, name = key.split(".")
+            cfg[section][name] = _get(saved, key)
+        transform_from_config(cfg)
+    except (KeyError, TypeError, HGMError) as e:
+        raise HGMError(f"{path} holds a config this version cannot read ({e})") from e
+    return cfg
+
+
+def check_requested(cfg: dict, requested: dict, path: str) -> None:
+    """Refuse a model key the user set (`requested`, flat) that disagrees with the prior's `cfg`."""
+    from datasets.transforms import canonical_name
+    for key in MODEL_KEYS:
+        if key not in requested or requested[key] is None:
+            continue
+        want, have = requested[key], _get(cfg, key)
+        if key == "data.transform":
+            same = canonical_name(str(want)) == canonical_name(str(have))
+        elif key == "data.transform_factor":
+            same = canonical_name(cfg["data"]["transform"]) == "identity" or int(want) == int(have)
+        elif isinstance(have, float) or isinstance(want, float):
+            same = abs(float(want) - float(have)) <= 1e-9 * max(abs(float(have)), 1e-12)
+        else:
+            same = want == have
+        if not same:
+            raise HGMError(f"the config or runner name asks for {key}={want!r}, but the prior {path} has "
+                           f"{key}={have!r}; restoration reads the model from the checkpoint: drop the setting "
+                           f"or use a prior that matches it")
+
+
 def check_compatible(ckpt: dict, cfg: dict, path: str, transform: Transform | None = None) -> None:
     """Raise, naming both values, if the checkpoint's model differs from the config's."""
     saved_cfg = ckpt.get("config")

@@ -8,6 +8,7 @@ wrong types are errors that name the key.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 
 import yaml
@@ -25,6 +26,8 @@ NULLABLE = {
     "data.path": str,
     "test.data_path": str,
     "test.checkpoint": str,
+    "test.step_scale": float,
+    "test.sigma_start": float,
     "test.image_size": int,
     "test.patch_size": int,
     "test.patch_batch": int,
@@ -35,12 +38,70 @@ NULLABLE = {
 }
 
 
+# Configs that were merged into one file (they differed only in comments): old name -> new file.
+RENAMED = {"demosaic_6ch.yml": "demosaic_paper.yml", "demosaic_12ch.yml": "demosaic_paper.yml",
+           "inpaint_3ch.yml": "inpaint_paper.yml", "inpaint_6ch.yml": "inpaint_paper.yml"}
+
+
 def resolve_config_path(name: str) -> str:
-    """A path, or a file name (with or without .yml) under configs/."""
+    """A path, or a file name (with or without .yml) under configs/ or one of its subfolders
+    (configs/paper/, configs/history/), so a name keeps working when its file moves down."""
     for cand in (name, os.path.join(CONFIG_DIR, name), os.path.join(CONFIG_DIR, name + ".yml")):
         if os.path.isfile(cand):
             return cand
+    if os.sep not in name and "/" not in name:
+        file = name if name.endswith((".yml", ".yaml")) else name + ".yml"
+        if file in RENAMED:
+            logging.getLogger("hgm").info("config %s is now configs/paper/%s", file, RENAMED[file])
+            file = RENAMED[file]
+        found = sorted(os.path.join(CONFIG_DIR, d, file) for d in os.listdir(CONFIG_DIR)
+                       if os.path.isfile(os.path.join(CONFIG_DIR, d, file)))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise HGMError(f"config {name!r} is ambiguous: {', '.join(found)}; give the path")
     raise HGMError(f"config {name!r} not found (looked for it as a path and under {CONFIG_DIR})")
+
+
+# Pairs of keys that say the same thing in two forms; the layer given last (file, its base, --set)
+# wins, and one layer that sets both is an error.
+ALTERNATIVES = (("test.step_lr", "test.step_scale"), ("test.start_level", "test.sigma_start"))
+ALTERNATIVE_KEYS = {k for pair in ALTERNATIVES for k in pair}
+
+
+def settle_alternatives(cfg: dict) -> dict:
+    """In a resolved config the form not in use is null (the second form wins where it is set, for
+    the layers already dropped the other), so a written config.yml reads back as the same config."""
+    for a, b in ALTERNATIVES:
+        (sa, ka), (sb, kb) = a.split("."), b.split(".")
+        if cfg[sb][kb] is not None:
+            cfg[sa][ka] = None
+        elif cfg[sa][ka] is None:
+            raise HGMError(f"set {a} or {b} (both are null)")
+    return cfg
+
+
+def drop_replaced(base: dict, layer: dict, where: str) -> None:
+    """Remove from `base` (flat or nested) the alternative of every key `layer` (flat) sets."""
+    for a, b in ALTERNATIVES:
+        if a in layer and b in layer and layer[a] is not None and layer[b] is not None:
+            raise HGMError(f"{where} sets both {a} and {b}; they say the same thing, keep one")
+        for mine, other in ((a, b), (b, a)):
+            if mine in layer:
+                _pop_dotted(base, other)
+
+
+def _pop_dotted(cfg: dict, key: str) -> None:
+    if key in cfg:  # a flat dict
+        del cfg[key]
+        return
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.get(p)
+        if not isinstance(node, dict):
+            return
+    node.pop(parts[-1], None)
 
 
 def _read_yaml(path):
@@ -62,6 +123,7 @@ def read_config_file(path: str, _seen: tuple = ()) -> dict:
     data = _read_yaml(path)
     base = data.pop("_base_", None)
     if base is None:
+        drop_replaced({}, flatten(data), f"config {path}")
         return data
     base_path = os.path.join(os.path.dirname(path), base)
     if not os.path.isfile(base_path):
@@ -69,6 +131,7 @@ def read_config_file(path: str, _seen: tuple = ()) -> dict:
     if os.path.abspath(base_path) == os.path.abspath(SCHEMA_FILE):
         return data  # the schema's defaults are merged by load_config, not "explicit" values
     merged = read_config_file(base_path, _seen + (path,))
+    drop_replaced(merged, flatten(data), f"config {path}")
     merge_into(merged, data)
     return merged
 
@@ -136,7 +199,7 @@ def validate(cfg: dict, schema: dict) -> dict:
         default = flat_schema[key]
         want = type(default) if default is not None else NULLABLE.get(key)
         if value is None:
-            if default is None:
+            if default is None or key in ALTERNATIVE_KEYS:
                 continue
             raise HGMError(f"config key {key!r} must be {_type_name(want)}, got null")
         if want is None:
@@ -172,6 +235,16 @@ def canonical_transform(explicit: dict, overrides: dict) -> None:
         overrides["data.transform"] = canonical_name(overrides["data.transform"])
 
 
+def explicit_values(name: str, overrides: dict | None = None, fixed: dict | None = None) -> dict:
+    """The values a user gave (the file and its bases, the runner name's options, --set), flat,
+    without the schema's defaults: what restoration checks against a checkpoint."""
+    explicit = read_config_file(resolve_config_path(name))
+    overrides = dict(overrides or {})
+    canonical_transform(explicit, overrides)
+    drop_replaced(explicit, overrides, "--set")
+    return {**flatten(explicit), **(fixed or {}), **overrides}
+
+
 def load_config(name: str, overrides: dict | None = None, fixed: dict | None = None) -> dict:
     """Resolve a config: schema defaults <- file (with _base_) <- fixed <- overrides.
 
@@ -182,6 +255,7 @@ def load_config(name: str, overrides: dict | None = None, fixed: dict | None = N
     explicit = read_config_file(path)
     overrides = dict(overrides or {})
     canonical_transform(explicit, overrides)
+    drop_replaced(explicit, overrides, "--set")
     for src_name, src in (("config file", flatten(explicit)), ("--set", overrides or {})):
         for key, value in (fixed or {}).items():
             if key in src and src[key] != value:
@@ -191,7 +265,7 @@ def load_config(name: str, overrides: dict | None = None, fixed: dict | None = N
     cfg = merge_into(copy.deepcopy(base), explicit)
     for key, value in {**(fixed or {}), **(overrides or {})}.items():
         set_dotted(cfg, key, value)
-    return check_model(validate(cfg, base))
+    return check_model(settle_alternatives(validate(cfg, base)))
 
 
 def check_model(cfg: dict) -> dict:

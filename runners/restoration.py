@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from datasets.errors import HGMError
 from datasets.operators import MaskedObservation
 from datasets.transforms import Transform, transform_from_config
 from models.ncsn import build_model
-from runners.checkpoint import check_compatible, load_checkpoint, strip_module_prefix
+from runners.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
 from runners.patches import from_patches, pad_to_multiple, to_patches
 from runners.sampler import UPDATE_RULES, annealed_langevin
 
@@ -61,26 +62,33 @@ class Prior:
             return self.net(x, labels).float()
 
 
-def load_prior(path: str, cfg: dict | None, device: torch.device, options: PriorOptions) -> Prior:
-    """The prior at `path`, checked against `cfg`; with cfg None it brings its own config
-    (an earlier stage's prior)."""
+def load_prior(path: str, device: torch.device, options: PriorOptions = PriorOptions(),
+               requested: dict | None = None, base: dict | None = None) -> Prior:
+    """The prior at `path`, built from the checkpoint's own config (architecture, transform, noise
+    levels). `requested` (flat keys of checkpoint.MODEL_KEYS) are values the user set; one that
+    disagrees with the checkpoint is refused, naming both. `base`: the run's config, whose other
+    sections the prior's config keeps (default: the schema's)."""
+    from runners.config import schema
     ckpt = load_checkpoint(path, map_location=device)
-    if cfg is None:
-        return Prior(ckpt, ckpt["config"], device, options)
-    transform = transform_from_config(cfg)
-    check_compatible(ckpt, cfg, path, transform)
-    return Prior(ckpt, cfg, device, options, transform)
+    cfg = prior_config(ckpt, path, base if base is not None else schema())
+    check_requested(cfg, requested or {}, path)
+    return Prior(ckpt, cfg, device, options)
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
     """How one image is sampled (the test.* keys of the same names; test.progressive.weight is
-    earlier_weight). Defaults are those of configs/anneal.yml; `from_config` validates."""
-    step_lr: float
+    earlier_weight). Defaults are those of configs/anneal.yml; `from_config` validates.
+
+    The step size and the first level come in two forms: the paper's (step_lr, start_level),
+    whose meaning depends on the prior's noise levels, and one that means the same for any
+    prior (step_scale: η_i = step_scale·σ_i²; sigma_start: the level nearest this σ).
+    `for_levels` turns the second into the first for a given prior."""
+    step_lr: float | None
     n_steps_each: int
     update: str = "reference"
     init: str = "uniform"
-    start_level: int = 0
+    start_level: int | None = 0
     denoise: bool = False
     temperature: float = 1.0
     earlier_weight: float = 1.0
@@ -88,23 +96,32 @@ class SamplerSettings:
     patch_stride: int = 256
     pad_mode: str = "circular"
     patch_batch: int | None = None
+    step_scale: float | None = None
+    sigma_start: float | None = None
 
     @classmethod
-    def from_config(cls, tcfg: dict, n_levels: int) -> SamplerSettings:
+    def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
+        """The settings of a test.* section, checked; resolved for `sigmas` when given."""
         keys = [f.name for f in dataclasses.fields(cls) if f.name != "earlier_weight"]
         settings = cls(**{k: tcfg[k] for k in keys}, earlier_weight=tcfg["progressive"]["weight"])
-        settings.validate(n_levels)
-        return settings
+        settings.validate()
+        return settings if sigmas is None else settings.for_levels(sigmas)
 
-    def validate(self, n_levels: int) -> None:
+    def validate(self) -> None:
         """Values the config schema cannot check by type alone."""
         checks = [
             (self.update in UPDATE_RULES, f"test.update={self.update!r} ({' | '.join(UPDATE_RULES)})"),
             (self.init in INITS, f"test.init={self.init!r} ({' | '.join(INITS)})"),
-            (self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),
+            (self.step_lr is not None or self.step_scale is not None, "test.step_lr and test.step_scale "
+             "(one must be set)"),
+            (self.step_lr is None or self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),
+            (self.step_scale is None or self.step_scale > 0, f"test.step_scale={self.step_scale} (must be > 0)"),
+            (self.sigma_start is None or self.sigma_start > 0, f"test.sigma_start={self.sigma_start} (must be > 0)"),
             (self.temperature >= 0, f"test.temperature={self.temperature} (must be >= 0)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
-            (0 <= self.start_level < n_levels, f"test.start_level={self.start_level} (0..{n_levels - 1})"),
+            (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
+             "test.sigma_start (one must be set)"),
+            (self.start_level is None or self.start_level >= 0, f"test.start_level={self.start_level} (must be >= 0)"),
             (not self.patch_size or 0 < self.patch_stride <= self.patch_size,
              f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
         ]
@@ -112,10 +129,27 @@ class SamplerSettings:
             if not ok:
                 raise HGMError(f"bad setting {what}")
 
+    def for_levels(self, sigmas: torch.Tensor) -> SamplerSettings:
+        """These settings in the paper's form (step_lr, start_level) for a prior with these noise levels."""
+        n = len(sigmas)
+        step_lr = self.step_lr if self.step_scale is None else self.step_scale * float(sigmas[-1]) ** 2
+        start = self.start_level if self.sigma_start is None else nearest_level(sigmas, self.sigma_start)
+        if not 0 <= start < n:
+            raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
+        return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
+
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
-        """These settings with another step size and step count (None keeps the current one)."""
-        return dataclasses.replace(self, step_lr=step_lr or self.step_lr,
-                                   n_steps_each=n_steps_each or self.n_steps_each)
+        """These settings with another step size (the paper's form) and step count (None keeps the current one)."""
+        if step_lr:
+            return dataclasses.replace(self, step_lr=step_lr, step_scale=None,
+                                       n_steps_each=n_steps_each or self.n_steps_each)
+        return dataclasses.replace(self, n_steps_each=n_steps_each or self.n_steps_each)
+
+
+def nearest_level(sigmas: torch.Tensor, sigma: float) -> int:
+    """The index of the noise level nearest `sigma` on a log scale (levels are geometric)."""
+    logs = torch.log(torch.as_tensor(sigmas, dtype=torch.float64))
+    return int(torch.argmin((logs - math.log(sigma)).abs()))
 
 
 def initial_image(kind: str, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -205,6 +239,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     whose measured samples equal y exactly.
     """
     t = prior.transform
+    settings = settings.for_levels(prior.sigmas)
     h, w = y.shape[-2:]
     if not settings.patch_size:
         check_size(t, h, w, 2 * t.size_multiple)

@@ -29,7 +29,8 @@ from evaluation.report import (
     write_comparison,
     write_metrics,
 )
-from runners.config import dump_config
+from runners.checkpoint import MODEL_KEYS
+from runners.config import dump_config, flatten
 from runners.patches import to_patches
 from runners.restoration import (
     Prior,
@@ -70,9 +71,14 @@ def earlier_cost(earlier_folder: str, stem: str) -> tuple[int, float]:
 
 
 class RestoreRunner:
-    def __init__(self, args: argparse.Namespace, cfg: dict, device: torch.device):
+    """`explicit`: the flat config values the user gave (runners.config.explicit_values); model and
+    transform keys among them are checked against the checkpoint, the rest of the model comes from
+    it. None: every model key of `cfg` must match the checkpoint."""
+
+    def __init__(self, args: argparse.Namespace, cfg: dict, device: torch.device, explicit: dict | None = None):
         self.args, self.cfg, self.device = args, cfg, device
         self.tcfg = cfg["test"]
+        self.explicit = flatten(cfg) if explicit is None else explicit
 
     def run(self) -> None:
         r = self.setup()
@@ -105,16 +111,21 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
-        settings = SamplerSettings.from_config(tcfg, cfg["model"]["num_classes"])
+        SamplerSettings.from_config(tcfg)  # settings errors before the checkpoint is read
         options = PriorOptions.from_config(tcfg)
-        r = Restoration(load_prior(ckpt_path, cfg, self.device, options), settings, [], out)
+        requested = {k: v for k, v in self.explicit.items() if k in MODEL_KEYS}
+        prior = load_prior(ckpt_path, self.device, options, requested, cfg)
+        for key in MODEL_KEYS:  # the run's config.yml records the prior it ran with
+            section, name = key.split(".")
+            cfg[section][name] = prior.cfg[section][name]
+        r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas), [], out)
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
                 raise HGMError("progressive restoration needs exactly one of test.progressive.prev_doc "
                                "and test.progressive.prev_folder")
             if pcfg["prev_doc"]:
                 path = os.path.join(args.run, "logs", pcfg["prev_doc"], "checkpoint.pth")
-                r.earlier_prior = load_prior(path, None, self.device, options)
+                r.earlier_prior = load_prior(path, self.device, options)
             r.earlier_folder = pcfg["prev_folder"]
         elif pcfg["prev_doc"] or pcfg["prev_folder"]:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
@@ -127,10 +138,13 @@ class RestoreRunner:
     def restore_all(self, r: Restoration) -> None:
         tcfg, s = self.tcfg, r.settings
         n_eval = nfe(len(r.prior.sigmas) - s.start_level, s.n_steps_each, s.denoise)
-        log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, %d levels × %d steps, "
-                 "step_lr %g, update %s, %d evaluations per image%s -> %s", len(r.items), tcfg["task"],
-                 r.prior.transform.name, r.prior.transform.channels, r.prior.step, len(r.prior.sigmas),
-                 s.n_steps_each, s.step_lr, s.update, n_eval,
+        sig = r.prior.sigmas
+        log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
+                 "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
+                 "%d evaluations per image%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
+                 r.prior.transform.channels, r.prior.step, s.start_level, len(sig) - 1, len(sig),
+                 float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
+                 s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
         rows, diverged, failed, traces = [], [], [], []
@@ -192,6 +206,7 @@ class RestoreRunner:
         with level_bar(f"{item.stem} stage 1") as bar:
             earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar)
         save_image(earlier[0], os.path.join(r.out, EARLIER_STAGE_FOLDER, item.stem + ".png"))
+        settings = settings.for_levels(r.earlier_prior.sigmas)
         levels = len(r.earlier_prior.sigmas) - settings.start_level
         return earlier, (nfe(levels, settings.n_steps_each, settings.denoise), 0.0)  # its time is in ours
 

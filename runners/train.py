@@ -399,8 +399,14 @@ def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor,
         runner.snapshot(t, p)
         if runner.main:
             log_snapshot_images(writer, t.model if t.ema is None else t.ema.shadow, val[0][0] if val else None,
-                                t.sigmas, t.transform, p.step, tr["tb_images"], runner.cfg["test"]["step_lr"],
-                                tr["tb_sample_steps"], t.device, runner.cfg["data"]["image_size"])
+                                t.sigmas, t.transform, p.step, tr["tb_images"],
+                                picture_step_lr(runner.cfg["test"], t.sigmas), tr["tb_sample_steps"], t.device,
+                                runner.cfg["data"]["image_size"])
+
+
+def picture_step_lr(tcfg: dict, sigmas: torch.Tensor) -> float:
+    """The step size (the paper's form) of the pictures' short samples, from test.step_lr or test.step_scale."""
+    return tcfg["step_lr"] if tcfg["step_scale"] is None else tcfg["step_scale"] * float(sigmas[-1]) ** 2
 
 
 def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,

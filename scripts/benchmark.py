@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                   PriorOptions(bf16=a.bf16, compile=a.compile, channels_last=a.channels_last), transform)
     settings = SamplerSettings(step_lr=1e-5, n_steps_each=n_steps, patch_size=a.patch or None, patch_stride=a.stride,
                                pad_mode="circular", patch_batch=a.patch_batch or None)
-    settings.validate(n_levels)
+    settings.validate()
     t0 = time.perf_counter()
     with torch.inference_mode():
         restore_image(prior, gt * mask, mask, settings.with_schedule(None, 1))  # warm-up (and compilation)

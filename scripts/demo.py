@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""The main job on bundled defaults: demosaic and inpaint three bundled images
-with the recommended presets (configs/demosaic.yml, configs/inpaint.yml: the
-bundled 12-channel prior), next to the best classical method for each task
-(Menon 2007 demosaicking; biharmonic inpainting of the `masks/text.png` mask).
+"""The main job on bundled defaults: demosaic and inpaint three sample images with the
+recommended presets (configs/demosaic.yml, configs/inpaint.yml and the bundled prior they
+name), next to the best classical method for each task (Menon 2007 demosaicking;
+biharmonic inpainting of the `masks/text.png` mask).
 
-    python scripts/demo.py            # writes demo_out/ (an earlier one is moved aside)
+    python scripts/demo.py                      # about a minute on 2 CPU cores; writes demo_out/
+    python scripts/demo.py --prior my.pth       # the same presets with any other prior
 
-Writes, per task, the restore runner's folder (restored/, input/, metrics.csv),
-a side-by-side image per picture in compare/ (input | classical | HGM | ground
-truth) and results.md with the tables.
+Writes, per task, the restore runner's folder (restored/, input/, metrics.csv, log.txt),
+the classical method's folder, a labelled side-by-side picture per image in compare/
+(input | classical | HGM | ground truth | HGM's error) and results.md with both tables.
+`--size` and `--steps` only shrink the work (smaller crops, fewer steps per noise level);
+the files and the code path are the ones above.
 """
 import argparse
 import os
@@ -16,71 +19,95 @@ import sys
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as hgm  # noqa: E402
-from datasets.folder import move_aside, read_image, save_image  # noqa: E402
+from datasets.folder import move_aside, read_image  # noqa: E402
+from evaluation.report import error_map, write_panels  # noqa: E402
 from scripts import make_table, run_baseline  # noqa: E402
 
-# scikit-image's bundled sample images (public domain / CC0), cropped to 256×256
+# scikit-image's bundled sample images (public domain / CC0): (function, top, left) of a crop
 CROPS = {"astronaut": ("astronaut", 0, 150), "chelsea": ("chelsea", 30, 110), "coffee": ("coffee", 60, 200)}
-PRIOR = os.path.join(ROOT, "pretrained", "cpu_12ch.pth")
+TEXT_MASK = os.path.join(ROOT, "masks", "text.png")
+# task, preset, the classical method beside it
+JOBS = [("demosaic", "demosaic.yml", "menon"), ("inpaint", "inpaint.yml", "biharmonic")]
 
 
-def write_images(folder, size=256):
+def write_images(folder: str, size: int) -> str:
     import skimage.data
     os.makedirs(folder, exist_ok=True)
     for name, (fn, top, left) in CROPS.items():
-        img = getattr(skimage.data, fn)()[top:top + size, left:left + size]
-        Image.fromarray(np.ascontiguousarray(img)).save(os.path.join(folder, name + ".png"))
+        img = getattr(skimage.data, fn)()[top:top + 256, left:left + 256]
+        pic = Image.fromarray(np.ascontiguousarray(img))
+        if size != 256:
+            pic = pic.resize((size, size), Image.BICUBIC)
+        pic.save(os.path.join(folder, name + ".png"))
     return folder
 
 
-def compare(out_dir, columns, gt_dir):
-    os.makedirs(os.path.join(out_dir, "compare"), exist_ok=True)
+def write_mask(path: str, size: int) -> str:
+    """masks/text.png at the images' size (nearest neighbour, so it stays a 0/255 mask)."""
+    mask = Image.open(TEXT_MASK).convert("L")
+    if size != mask.width:
+        mask = mask.resize((size, size), Image.NEAREST)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    mask.save(path)
+    return path
+
+
+def compare(task_dir: str, hgm_dir: str, base_dir: str, baseline: str, gt_dir: str) -> None:
     for stem in CROPS:
-        tiles = [read_image(os.path.join(c, stem + ".png")) for c in columns] + \
-                [read_image(os.path.join(gt_dir, stem + ".png"))]
-        gap = torch.ones(3, tiles[0].shape[1], 4)
-        row = torch.cat([t for tile in tiles for t in (tile, gap)][:-1], dim=2)
-        save_image(row, os.path.join(out_dir, "compare", stem + ".png"))
+        gt = read_image(os.path.join(gt_dir, stem + ".png"))
+        ours = read_image(os.path.join(hgm_dir, "restored", stem + ".png"))
+        panels = [("input", read_image(os.path.join(hgm_dir, "input", stem + ".png"))),
+                  (baseline, read_image(os.path.join(base_dir, "restored", stem + ".png"))),
+                  ("HGM", ours), ("ground truth", gt), ("HGM error x5", error_map(ours, gt))]
+        write_panels(os.path.join(task_dir, "compare", stem + ".png"), panels)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--out", default="demo_out")
-    p.add_argument("--prior", default=PRIOR, help="a 12-channel (pixel_scale) prior")
+    p.add_argument("-o", "--out", default="demo_out", help="output folder (an earlier one is moved aside)")
+    p.add_argument("--prior", default=None,
+                   help="a prior to use instead of the bundled one (any transform, width and noise levels)")
+    p.add_argument("--size", type=int, default=256, help="side of the sample images (default 256)")
+    p.add_argument("--steps", type=int, default=None, help="steps per noise level (default: the presets')")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
-    if not os.path.isfile(a.prior):
+    if a.prior is not None and not os.path.isfile(a.prior):
         print(f"error: no prior at {a.prior}", file=sys.stderr)
+        return 1
+    if a.size < 16:
+        print(f"error: --size {a.size} is too small (at least 16)", file=sys.stderr)
         return 1
     if os.path.isdir(a.out) and os.listdir(a.out):
         print(f"moved the earlier {a.out} to {move_aside(a.out, 'old')}")
-    gt = write_images(os.path.join(a.out, "images"))
-    report = ["# hgm demo", "", f"Prior: `{os.path.relpath(a.prior, ROOT)}`; images: three 256×256 crops of "
-              "scikit-image's sample images; metrics of the final output as written to PNG.", ""]
-    text_mask = os.path.join(ROOT, "masks", "text.png")
-    # the recommended presets (they name the bundled prior), next to the best classical method for each task
-    jobs = [("demosaic", "demosaic.yml", "menon", [], []),
-            ("inpaint", "inpaint.yml", "biharmonic", ["--mask", text_mask], [f"test.mask={text_mask}"])]
-    for task, config, baseline, extra, sets in jobs:
+    gt = write_images(os.path.join(a.out, "images"), a.size)
+    mask = write_mask(os.path.join(a.out, "masks", "text.png"), a.size)
+    prior = os.path.relpath(a.prior, ROOT) if a.prior else "the presets' bundled prior"
+    report = ["# hgm demo", "", f"Prior: {prior}; images: three {a.size}×{a.size} crops of scikit-image's "
+              "sample images; metrics of the final output as written to PNG.", ""]
+    for task, preset, baseline in JOBS:
         t0 = time.time()
-        hgm_dir, base_dir = os.path.join(a.out, task, "hgm_12ch"), os.path.join(a.out, task, baseline)
-        if run_baseline.main(["--method", baseline, "--task", task, "--data", gt, "-o", base_dir, *extra]):
+        task_dir = os.path.join(a.out, task)
+        hgm_dir, base_dir = os.path.join(task_dir, "hgm"), os.path.join(task_dir, baseline)
+        mask_args = ["--mask", mask] if task == "inpaint" else []
+        if run_baseline.main(["--method", baseline, "--task", task, "--data", gt, "-o", base_dir, *mask_args]):
             return 1
-        rc = hgm.main(["--runner", "restore", "--config", config, "--doc", "demo", "--test", "-o", hgm_dir,
-                       "--set", f"test.data_path={gt}", f"test.checkpoint={a.prior}", *sets])
+        sets = [f"test.data_path={gt}"] + ([f"test.mask={mask}"] if task == "inpaint" else [])
+        sets += [f"test.checkpoint={a.prior}"] if a.prior else []
+        sets += [f"test.n_steps_each={a.steps}"] if a.steps else []
+        rc = hgm.main(["--runner", "restore", "--config", preset, "--test", "-o", hgm_dir,
+                       *(["--quiet"] if a.quiet else []), "--set", *sets])
         if rc:
             return rc
-        compare(os.path.join(a.out, task), [os.path.join(hgm_dir, "input"), os.path.join(base_dir, "restored"),
-                                            os.path.join(hgm_dir, "restored")], gt)
-        report += [f"## {task} ({time.time() - t0:.0f} s)", "",
-                   make_table.table([(baseline, base_dir), ("HGM 12ch", hgm_dir)]), "",
-                   f"Side by side (input | {baseline} | HGM | ground truth): `{task}/compare/`", ""]
+        compare(task_dir, hgm_dir, base_dir, baseline, gt)
+        report += [f"## {task} ({time.time() - t0:.0f} s, `configs/{preset}`)", "",
+                   make_table.table([(baseline, base_dir), ("HGM", hgm_dir)]), "",
+                   f"Side by side (input | {baseline} | HGM | ground truth | HGM's error): `{task}/compare/`", ""]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(report))
     print("\n".join(report))

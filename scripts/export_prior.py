@@ -6,6 +6,7 @@ optimizer state. The result loads like any checkpoint (`test.checkpoint=...`).
     python scripts/export_prior.py run/logs/cpu_12ch/checkpoint_20000.pth pretrained/cpu_12ch.pth
 """
 import argparse
+import copy
 import hashlib
 import os
 import sys
@@ -15,15 +16,47 @@ from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
 
+# config keys that name files of the machine a prior was trained on: a shipped prior keeps none
+PATH_KEYS = ("data.path", "training.init_from", "test.data_path", "test.checkpoint", "test.mask",
+             "test.progressive.prev_doc", "test.progressive.prev_folder")
+
+
+def without_paths(cfg: dict) -> dict:
+    """A copy of `cfg` whose file and folder names are null (test.mask: 'random' unless it was a generator)."""
+    out = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        *sections, name = key.split(".")
+        node = out
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        if key == "test.mask":
+            node[name] = node[name] if node[name] in ("random", "box") else "random"
+        else:
+            node[name] = None
+    return out
+
+
+def last_parts(path: str | None, n: int = 2) -> str | None:
+    """The last `n` parts of a path (a name that says what it was without saying where it was)."""
+    return None if not path else "/".join(os.path.normpath(str(path)).split(os.sep)[-n:])
+
 
 def export(src: str, dst: str, use_ema: bool = False) -> dict:
+    """Write DST: the weights in half precision and the config without paths of this machine (the
+    training data's and warm start's names are kept as `data_name` and `init_from`)."""
     ckpt = load_checkpoint(src)
     weights = ckpt["ema"] if (use_ema and "ema" in ckpt) else ckpt["model"]
+    cfg = ckpt["config"]
     out = {"model": {k: v.half() if v.is_floating_point() else v for k, v in strip_module_prefix(weights).items()},
-           "config": ckpt["config"], "step": ckpt["step"],
+           "config": without_paths(cfg), "step": ckpt["step"],
            "train_seconds": ckpt.get("train_seconds"), "loss": ckpt.get("loss"), "val_loss": ckpt.get("val_loss"),
            "val_step": ckpt.get("val_step"),
-           "exported_from": os.path.basename(src), "weights": "ema" if weights is ckpt.get("ema") else "raw"}
+           "data_name": ckpt.get("data_name") or last_parts(cfg.get("data", {}).get("path"), 1),
+           "init_from": ckpt.get("init_from") or last_parts(cfg.get("training", {}).get("init_from")),
+           "exported_from": ckpt.get("exported_from") or os.path.basename(src),
+           "weights": ckpt.get("weights") or ("ema" if weights is ckpt.get("ema") else "raw")}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     atomic_save(out, dst)
     return out
@@ -62,7 +95,7 @@ def model_card(out: dict, dst: str, command: str, machine: str, held_out: list[s
     hours = (out["train_seconds"] or 0) / 3600
     rel = os.path.relpath(dst)
     shown = os.path.basename(dst) if rel.startswith("..") else rel  # no machine-specific path in the card
-    name = data_name or os.path.basename(os.path.normpath(str(d["path"] or "(not recorded)")))
+    name = data_name or out.get("data_name") or "(not recorded)"
     if data_licence is None:
         data_licence = BSDS_LICENCE if any(k in name.lower() for k in ("bsd", "berkeley")) else "(not recorded)"
     lines = [f"# {os.path.basename(dst)}", "",
@@ -115,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="an evaluation result for the card, e.g. 'Kodak24 demosaicking, 4 crops=35.97 dB' "
                         "(repeatable; none: no evaluation section)")
     a = p.parse_args(argv)
+    d = load_checkpoint(a.src)["config"]["data"]  # with the data path, to list the held-out images
     out = export(a.src, a.dst, a.ema)
     if a.card:
         from datasets.errors import HGMError
         from datasets.folder import held_out_paths
-        d = out["config"]["data"]
         try:
             held = [os.path.basename(x)
                     for x in held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])]

@@ -2,12 +2,13 @@
 """Tune restoration settings on images the prior held out from training
 (never on evaluation images): a grid over any `test.*` keys.
 
-    python scripts/tune.py --runner Test_12ch_demoscaicking_pool --config cpu_demosaic.yml \
-        --prior pretrained/cpu_12ch.pth --grid test.step_lr=3e-5,1e-4,3e-4 --grid test.n_steps_each=3,10 \
-        -o tune_out/12ch_demosaic
+    python scripts/tune.py --runner restore --config demosaic.yml --prior pretrained/cpu_12ch_64.pth \
+        --set data.path=$DATA/cbsd432 --grid test.step_scale=0.1,0.2,0.4 --grid test.temperature=0.5,1 \
+        -o tune_out/demosaic
 
-The held-out files are those the training run held out for its validation loss
-(`data.path`, `data.image_size`, `data.val_images` of the config, seed 0).
+The held-out files are those the prior's training run held out for its validation loss
+(`data.image_size`, `data.val_images` of the prior's own config, seed 0) from the folder
+`--set data.path=DIR` names (exported priors keep no path).
 Prints a table sorted by mean PSNR and writes it to OUT/tune.md.
 """
 import argparse
@@ -22,6 +23,7 @@ from datasets.errors import HGMError  # noqa: E402
 from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
 from datasets.inputs import centre_crop  # noqa: E402
 from evaluation.report import mean_row  # noqa: E402
+from runners.checkpoint import load_checkpoint  # noqa: E402
 from runners.config import load_config, parse_set  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
 
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     for g in a.grid:
         if "=" not in g or not g.split("=", 1)[1]:
             raise HGMError(f"--grid takes KEY=V1,V2,..., got {g!r}")
-    cfg = load_config(a.config, parse_set(a.overrides))
-    d = cfg["data"]
+    overrides = parse_set(a.overrides)
+    load_config(a.config, overrides)  # a bad config or key fails here, before any image is written
+    d = {**load_config("anneal.yml")["data"], **load_checkpoint(a.prior)["config"]["data"]}  # the prior's split
+    d["path"] = overrides.get("data.path") or d.get("path")
     if not d["path"]:
         raise HGMError("data.path is not set: tuning uses the images the prior held out from its training "
                        "folder; pass --set data.path=DIR (the folder the prior was trained on)")

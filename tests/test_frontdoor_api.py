@@ -1,6 +1,7 @@
 """hgm_api: the README's example runs as written; kinds in = kinds out; measured samples kept; no autograd."""
 import contextlib
 import io
+import os
 import re
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import hgm_api
+from tests.conftest import REPO
 from tests.test_frontdoor_readme import blocks
 
 
@@ -27,7 +29,7 @@ def test_readme_api_example_runs():
 
 @pytest.fixture(scope="module")
 def prior():
-    return hgm_api.load_prior("cpu_12ch")
+    return hgm_api.load_prior("cpu_12ch_64")
 
 
 def image(h=24, w=28):
@@ -74,14 +76,24 @@ def test_api_errors_are_hgm_errors(prior):
         hgm_api.demosaic(prior, image(), step_lr=-1)
 
 
-def test_a_checkpoint_path_uses_its_own_config(tmp_path):
+def test_any_prior_restores_with_the_recommended_presets(tmp_path):
     from tests.frontdoor_util import write_prior
     p = hgm_api.load_prior(write_prior(tmp_path / "p.pth", "channel_copy"))
-    assert p.channels == 6 and p.presets["demosaic"] is None
+    assert p.channels == 6 and p.presets == {"demosaic": "demosaic.yml", "inpaint": "inpaint.yml"}
     s = hgm_api.settings_of(p, "demosaic")
-    assert s.n_steps_each == 80  # the checkpoint's config (anneal.yml defaults), not a CPU preset
+    assert s.n_steps_each == 5 and s.init == "menon"  # the preset, resolved for this prior's levels
     out = hgm_api.demosaic(p, image(), n_steps_each=1)
     assert out.shape == (24, 28, 3)
+
+
+@pytest.mark.parametrize("task", ["demosaic", "inpaint"])
+def test_a_bundled_prior_by_name_or_by_path_restores_the_same_way(task):
+    by_name = hgm_api.load_prior("cpu_6ch")
+    by_path = hgm_api.load_prior(os.path.join(REPO, "pretrained", "cpu_6ch.pth"))
+    by_relative_path = hgm_api.load_prior("pretrained/cpu_6ch.pth")
+    settings = {hgm_api.settings_of(p, task) for p in (by_name, by_path, by_relative_path)}
+    assert len(settings) == 1
+    assert by_name.presets == by_path.presets
 
 
 @pytest.mark.parametrize("where", ["clone", "elsewhere"])

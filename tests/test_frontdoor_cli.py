@@ -40,7 +40,8 @@ SCRIPT_ERRORS = [
     ("tune.py", ["--runner", "restore", "--config", "tiny.yml", "--prior", "p.pth", "--grid", "test.step_lr",
                  "-o", "{tmp}/t"], "--grid"),
     # every --set counts (a second one once silently replaced the first)
-    ("tune.py", ["--runner", "restore", "--config", "tiny.yml", "--prior", "p.pth", "--set", "data.path={tmp}/none",
+    ("tune.py", ["--runner", "restore", "--config", "tiny.yml", "--prior", "pretrained/cpu_3ch.pth", "--set",
+                 "data.path={tmp}/none",
                  "--set", "test.step_lr=1e-5", "-o", "{tmp}/t"], "none' does not exist"),
     ("make_table.py", ["a={tmp}/nothing"], "metrics.csv"),
     ("run_baseline.py", ["--method", "malvar", "--task", "demosaic", "--data", "{tmp}/none", "-o", "{tmp}/o"],

@@ -15,7 +15,8 @@ import shlex
 import pytest
 
 import main as hgm_main
-from runners.config import CONFIG_DIR, flatten, load_config, parse_set, resolve_config_path, schema
+from datasets.errors import HGMError
+from runners.config import flatten, load_config, parse_set, resolve_config_path, schema
 from runners.registry import RUNNERS, resolve_runner
 from tests.conftest import REPO
 from tests.frontdoor_util import write_images
@@ -179,7 +180,10 @@ def test_readme_names_only_configs_scripts_runners_and_keys_that_exist():
     text = readme()
     named = set(re.findall(r"`(?:configs/)?([\w.-]+\.yml)`", text)) | set(re.findall(r"--config ([\w.-]+\.yml)", text))
     for name in named - OUTPUT_FILES:
-        assert os.path.isfile(os.path.join(CONFIG_DIR, name)), f"README names config {name}, which does not exist"
+        try:
+            resolve_config_path(name)
+        except HGMError:
+            pytest.fail(f"README names config {name}, which does not exist")
     for script in set(re.findall(r"\b(scripts/[\w]+\.(?:py|sh))", text)):
         assert os.path.isfile(os.path.join(REPO, script)), f"README names {script}, which does not exist"
     keys = flatten(schema())

@@ -114,14 +114,14 @@ def test_checkpoint_of_another_transform_is_refused(priors, tmp_path, capsys):
     rc = run_main("--runner", "Test_12ch_demoscaicking_pool", "--config", "tiny.yml", "--doc", "copy", "--run", run,
                   "-o", str(tmp_path / "o"), "--set", f"test.data_path={data}")
     err = capsys.readouterr().err
-    assert rc == 1 and "channel_copy" in err and "pixel_scale" in err and "channels: checkpoint 6, config 12" in err
+    assert rc == 1 and "data.transform='pixel_scale'" in err and "has data.transform='channel_copy'" in err
 
 
 def test_checkpoint_of_another_width_is_refused(priors, tmp_path, capsys):
     run, data = priors
     rc = run_main("--runner", "Test_6ch_demoscaicking_copy", "--config", "tiny.yml", "--doc", "copy", "--run", run,
                   "-o", str(tmp_path / "o"), "--set", f"test.data_path={data}", "model.ngf=16")
-    assert rc == 1 and "ngf: checkpoint 8, config 16" in capsys.readouterr().err
+    assert rc == 1 and "model.ngf=16, but the prior" in capsys.readouterr().err
 
 
 def test_mask_of_the_wrong_size_names_both_sizes(priors, tmp_path, capsys):

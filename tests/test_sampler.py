@@ -233,9 +233,17 @@ def test_start_level_out_of_range_is_an_error():
 @pytest.mark.parametrize("setting,word", [({"update": "euler"}, "test.update"), ({"init": "zeros"}, "test.init"),
                                           ({"step_lr": 0.0}, "test.step_lr"),
                                           ({"temperature": -0.5}, "test.temperature"),
-                                          ({"start_level": 10}, "test.start_level"),
+                                          ({"start_level": -1}, "test.start_level"),
+                                          ({"step_scale": 0.0}, "test.step_scale"),
+                                          ({"sigma_start": -0.1}, "test.sigma_start"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
     with pytest.raises(HGMError, match=word):
-        replace(SETTINGS, **setting).validate(10)
+        replace(SETTINGS, **setting).validate()
+
+
+def test_a_start_level_the_prior_does_not_have_is_an_error():
+    from datasets.errors import HGMError
+    with pytest.raises(HGMError, match="test.start_level=10 .this prior has 10 noise levels"):
+        replace(SETTINGS, start_level=10).for_levels(torch.linspace(1, 0.1, 10))

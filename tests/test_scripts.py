@@ -35,6 +35,8 @@ def test_an_exported_prior_is_small_and_restores_like_a_checkpoint(prior, tmp_pa
     saved = torch.load(dst, weights_only=True)
     assert "optimizer" not in saved and all(v.dtype == torch.float16 for v in saved["model"].values())
     assert out["step"] == 2
+    cfg = saved["config"]  # no path of this machine; the names say what it was trained on
+    assert cfg["data"]["path"] is None and cfg["training"]["init_from"] is None and saved["data_name"] == "train"
     data = images(str(tmp_path / "test"))
     assert hgm_main.main(["--runner", "Test_12ch_demoscaicking_pool", "--config", "tiny.yml", "--doc", "x", "--test",
                           "-o", str(tmp_path / "o"), "--set", f"test.data_path={data}", f"test.checkpoint={dst}",
@@ -60,3 +62,33 @@ def test_benchmark_runs_and_prints_its_last_line(capsys):
                            "--device", "cpu"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("speedup_vs_reference=") and "flop_utilisation=" in last
+
+
+def run_reproduce(tmp_path, task, **env):
+    import subprocess
+
+    from conftest import REPO, subprocess_env
+    env = {**subprocess_env(), "TQDM_DISABLE": "1", **env}
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", "reproduce.sh"), task], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_reproduce_checks_its_images_and_names_the_command_that_prepares_them(tmp_path):
+    images(str(tmp_path / "data" / "kodak24"))
+    r = run_reproduce(tmp_path, "demosaic", DATA=str(tmp_path / "data"), OUT=str(tmp_path / "out"))
+    assert r.returncode == 1
+    assert "python scripts/prepare_data.py kodak24 SRC -o DATA" in r.stderr
+    assert not os.path.exists(tmp_path / "out")
+    r = run_reproduce(tmp_path, "deblur", DATA=str(tmp_path / "data"))
+    assert r.returncode == 2 and "unknown task" in r.stderr
+
+
+def test_reproduce_demosaic_writes_its_table(tmp_path):
+    data = tmp_path / "data"
+    images(str(data / "kodak24"))
+    r = run_reproduce(tmp_path, "demosaic", DATA=str(data), OUT=str(tmp_path / "out"), CHECK="0",
+                      EXTRA="test.n_steps_each=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "out" / "table.md").read_text()
+    for row in ("| bilinear | 2 |", "| malvar | 2 |", "| menon | 2 |", "| HGM (demosaic.yml) | 2 |"):
+        assert row in table

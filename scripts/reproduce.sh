@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The README's tables, one task at a time, each row by the same protocol:
+#   DATA=/path/to/data bash scripts/reproduce.sh demosaic   # Kodak24 500×500, RGGB: bilinear, Malvar,
+#                                                           # Menon 2007, HGM (configs/demosaic.yml)
+#   DATA=/path/to/data bash scripts/reproduce.sh inpaint    # Kodak24 centre 256×256 × the four masks:
+#                                                           # biharmonic, HGM (configs/inpaint.yml)
+#   DATA=/path/to/data bash scripts/reproduce.sh variants   # the paper's 3/6/12-channel and progressive
+#                                                           # variants with the bundled priors (demosaicking)
+# Writes results/<task>/table.md (an earlier results/<task> is moved aside, never deleted).
+# Settings (environment): SUBSET="kodim01 kodim07" a stated subset of the images; PRIOR=path
+# the HGM rows with another prior (any transform and noise levels: the presets fit any prior);
+# EXTRA="test.n_steps_each=10" more --set values for the HGM rows; CROP=256 a centre crop
+# (variants; default the whole image); OUT=folder; CHECK=0 skips the check of $DATA/kodak24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASK=${1:?usage: bash scripts/reproduce.sh demosaic|inpaint|variants}
+DATA=${DATA:?set DATA=/path/to/data, the folder that holds kodak24/ (README, Data)}
+KODAK=${KODAK:-$DATA/kodak24}
+OUT=${OUT:-results/$TASK}
+SUBSET=${SUBSET-""}
+CROP=${CROP-""}
+PRIOR=${PRIOR:-}
+EXTRA=${EXTRA:-}
+MASKSET=${MASKSET:-"random50 random80 box64 text"}
+case "$TASK" in demosaic|inpaint|variants) ;; *) echo "error: unknown task $TASK (demosaic | inpaint | variants)" >&2; exit 2;; esac
+if [ "${CHECK:-1}" != 0 ]; then python scripts/prepare_data.py check kodak24 "$KODAK"; fi
+
+# a fresh $OUT; the images ($SUBSET stems of $KODAK, or all of them) linked into $OUT/data
+[ -e "$OUT" ] && mv "$OUT" "$OUT.old-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT/data"
+if [ -n "$SUBSET" ]; then
+  for s in $SUBSET; do ln -s "$(realpath "$KODAK")/$s.png" "$OUT/data/$s.png"; done
+else
+  for f in "$KODAK"/*.png; do ln -s "$(realpath "$f")" "$OUT/data/"; done
+fi
+CROPARG=(); SETS=("test.data_path=$OUT/data")
+if [ -n "$CROP" ]; then CROPARG=(--image_size "$CROP"); SETS+=("test.image_size=$CROP"); fi
+if [ -n "$PRIOR" ]; then SETS+=("test.checkpoint=$PRIOR"); fi
+baseline() {  # method, task, output name, more arguments
+  python scripts/run_baseline.py --method "$1" --task "$2" --data "$OUT/data" "${CROPARG[@]}" -o "$OUT/$3" "${@:4}"
+}
+hgm() {  # runner, config, output name, more --set values
+  python main.py --runner "$1" --config "$2" --test -o "$OUT/$3" --set "${SETS[@]}" $EXTRA "${@:4}"
+}
+
+case "$TASK" in
+demosaic)
+  rows=()
+  for m in bilinear malvar menon; do baseline $m demosaic $m; rows+=("$m=$OUT/$m"); done
+  hgm restore demosaic.yml hgm
+  python scripts/make_table.py "${rows[@]}" "HGM (demosaic.yml)=$OUT/hgm" | tee "$OUT/table.md" ;;
+inpaint)
+  CROPARG=(--image_size 256); SETS+=(test.image_size=256)
+  : > "$OUT/table.md"
+  for mask in $MASKSET; do
+    M="$(realpath masks)/$mask.png"
+    baseline biharmonic inpaint "$mask/biharmonic" --mask "$M"
+    hgm restore inpaint.yml "$mask/hgm" "test.mask=$M"
+    { echo; echo "**mask $mask**"; echo
+      python scripts/make_table.py biharmonic="$OUT/$mask/biharmonic" "HGM (inpaint.yml)=$OUT/$mask/hgm"
+    } | tee -a "$OUT/table.md"
+  done ;;
+variants)  # the earlier few-step preset (configs/history/cpu_demosaic.yml) for every variant
+  P=pretrained
+  for m in bilinear malvar; do baseline $m demosaic $m; done
+  hgm restore cpu_demosaic.yml hgm_3ch "test.checkpoint=$P/cpu_3ch.pth"
+  hgm Test_6ch_demoscaicking_copy cpu_demosaic.yml hgm_6ch "test.checkpoint=$P/cpu_6ch.pth"
+  hgm Test_12ch_demoscaicking_pool cpu_demosaic.yml hgm_12ch "test.checkpoint=$P/cpu_12ch_64.pth"
+  hgm Test_6ch_demoscaicking_copy_p cpu_demosaic.yml hgm_6ch_p "test.checkpoint=$P/cpu_6ch.pth" \
+    "test.progressive.prev_folder=$OUT/hgm_3ch/restored"
+  hgm Test_12ch_demoscaicking_pool_p cpu_demosaic.yml hgm_12ch_p "test.checkpoint=$P/cpu_12ch_64.pth" \
+    "test.progressive.prev_folder=$OUT/hgm_3ch/restored"
+  python scripts/make_table.py bilinear="$OUT/bilinear" malvar="$OUT/malvar" "HGM 3ch"="$OUT/hgm_3ch" \
+    "HGM 6ch"="$OUT/hgm_6ch" "HGM 12ch"="$OUT/hgm_12ch" "HGM 6ch progressive"="$OUT/hgm_6ch_p" \
+    "HGM 12ch progressive"="$OUT/hgm_12ch_p" | tee "$OUT/table.md" ;;
+esac
