@@ -9,6 +9,8 @@ clipped to [0, 1], with every measured sample unchanged.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -249,6 +251,33 @@ def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out[0] if single else out
 
 
+def opencv_inpaint(image: torch.Tensor, mask: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
+    """OpenCV's inpainting of the pixels where mask == 0: Telea 2004 (fast marching) or
+    Bertalmio et al. 2001 (Navier-Stokes), on the 8-bit image, `radius` pixels around each
+    missing one. Needs the optional package opencv-python-headless (imported only here)."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise HGMError(f"the {method} baseline needs OpenCV: pip install opencv-python-headless") from e
+    flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
+    x, single = _as_batch(image, "image")
+    mk, _ = _as_batch(mask, "mask")
+    b, _, h, w = x.shape
+    if mk.shape[-2:] != (h, w) or mk.shape[0] not in (1, b):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not fit image shape {tuple(image.shape)}")
+    known = (mk[:, :1] > 0.5).expand(b, 3, h, w)
+    out = x.clone()
+    for n in range(b):
+        missing = (~known[n, 0]).cpu().numpy().astype(np.uint8)
+        if not missing.any():
+            continue
+        img = (x[n].detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        filled = cv2.inpaint(np.ascontiguousarray(img), missing, radius, flag)
+        out[n] = torch.from_numpy(filled).permute(2, 0, 1).to(x.device, x.dtype) / 255
+    out = torch.where(known, x, out).clamp(0, 1)
+    return out[0] if single else out
+
+
 # ---------------------------------------------------------------- registry
 
 def bayer_pattern_of(mask: torch.Tensor) -> str:
@@ -274,6 +303,8 @@ BASELINES = {
     "malvar": malvar_demosaic,
     "menon": menon_demosaic,
     "biharmonic": biharmonic_inpaint,
+    "telea": functools.partial(opencv_inpaint, method="telea"),
+    "ns": functools.partial(opencv_inpaint, method="ns"),
 }
 DEMOSAIC_BASELINES = ("bilinear", "malvar", "menon")
 
@@ -282,7 +313,7 @@ def run_baseline(name: str, degraded: torch.Tensor, mask: torch.Tensor | None, p
     """Run baseline `name` on a degraded image.
 
     Demosaicking baselines take their Bayer pattern from `mask` when it is
-    given (else from `pattern`); biharmonic inpainting needs `mask`.
+    given (else from `pattern`); the inpainting methods (biharmonic, telea, ns) need `mask`.
     """
     if name not in BASELINES:
         raise HGMError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")

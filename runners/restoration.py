@@ -19,8 +19,8 @@ from runners.checkpoint import check_requested, load_checkpoint, prior_config, s
 from runners.patches import from_patches, pad_to_multiple, to_patches
 from runners.sampler import UPDATE_RULES, annealed_langevin
 
-INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic")
-CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic")
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
+CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
 
 
 @dataclass(frozen=True)

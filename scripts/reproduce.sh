@@ -3,7 +3,9 @@
 #   DATA=/path/to/data bash scripts/reproduce.sh demosaic   # Kodak24 500×500, RGGB: bilinear, Malvar,
 #                                                           # Menon 2007, HGM (configs/demosaic.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh inpaint    # Kodak24 centre 256×256 × the four masks:
-#                                                           # biharmonic, HGM (configs/inpaint.yml)
+#                                                           # biharmonic, OpenCV's Telea and Navier-Stokes
+#                                                           # (pip install opencv-python-headless), HGM
+#                                                           # (configs/inpaint.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh variants   # the paper's 3/6/12-channel and progressive
 #                                                           # variants with the bundled priors (demosaicking)
 # Writes results/<task>/table.md (an earlier results/<task> is moved aside, never deleted).
@@ -54,10 +56,11 @@ inpaint)
   : > "$OUT/table.md"
   for mask in $MASKSET; do
     M="$(realpath masks)/$mask.png"
-    baseline biharmonic inpaint "$mask/biharmonic" --mask "$M"
+    rows=()
+    for m in biharmonic telea ns; do baseline $m inpaint "$mask/$m" --mask "$M"; rows+=("$m=$OUT/$mask/$m"); done
     hgm restore inpaint.yml "$mask/hgm" "test.mask=$M"
     { echo; echo "**mask $mask**"; echo
-      python scripts/make_table.py biharmonic="$OUT/$mask/biharmonic" "HGM (inpaint.yml)=$OUT/$mask/hgm"
+      python scripts/make_table.py "${rows[@]}" "HGM (inpaint.yml)=$OUT/$mask/hgm"
     } | tee -a "$OUT/table.md"
   done ;;
 variants)  # the earlier few-step preset (configs/history/cpu_demosaic.yml) for every variant

@@ -28,7 +28,9 @@ from scripts.cli import one_line_errors  # noqa: E402
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic"])
+    p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic", "telea", "ns"],
+                   help="demosaicking: bilinear, malvar, menon (Menon 2007); inpainting: biharmonic, telea, ns "
+                        "(OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless)")
     p.add_argument("--task", required=True, choices=["demosaic", "inpaint"])
     p.add_argument("--data", required=True, help="ground-truth images")
     p.add_argument("-o", "--out", required=True)

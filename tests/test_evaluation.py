@@ -235,6 +235,26 @@ def test_biharmonic_batch_with_shared_mask():
         assert torch.allclose(out[n], biharmonic_inpaint(imgs[n] * mask, mask), atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["telea", "ns"])
+def test_opencv_inpainting_keeps_known_and_fills_smooth_holes(method):
+    pytest.importorskip("cv2")
+    img = (_smooth(40, 40) * 255).round() / 255  # 8-bit values: OpenCV works on the 8-bit image
+    mask = torch.ones(3, 40, 40)
+    mask[:, 15:25, 12:22] = 0
+    out = run_baseline(method, img * mask, mask)
+    known = mask > 0.5
+    assert torch.equal(out[known], img[known].to(out.dtype))
+    assert psnr(out, img) > 35  # a smooth field is filled closely
+    assert psnr(img * mask, img) < 25  # the hole alone is far off
+
+
+def test_opencv_inpainting_without_opencv_says_how_to_install_it(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(HGMError, match="pip install opencv-python-headless"):
+        run_baseline("telea", torch.rand(3, 8, 8), torch.ones(3, 8, 8))
+
+
 # ------------------------------------------------------------------ registry
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -43,7 +43,8 @@ def test_an_exported_prior_is_small_and_restores_like_a_checkpoint(prior, tmp_pa
                           "test.n_steps_each=1"]) == 0
 
 
-@pytest.mark.parametrize("method,task", [("bilinear", "demosaic"), ("malvar", "demosaic"), ("biharmonic", "inpaint")])
+@pytest.mark.parametrize("method,task", [("bilinear", "demosaic"), ("malvar", "demosaic"), ("biharmonic", "inpaint"),
+                                         ("telea", "inpaint"), ("ns", "inpaint")])
 def test_baseline_script_writes_the_restore_layout(method, task, tmp_path):
     data = images(str(tmp_path / "d"))
     out = str(tmp_path / method)
