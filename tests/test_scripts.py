@@ -93,3 +93,23 @@ def test_reproduce_demosaic_writes_its_table(tmp_path):
     table = (tmp_path / "out" / "table.md").read_text()
     for row in ("| bilinear | 2 |", "| malvar | 2 |", "| menon | 2 |", "| HGM (demosaic.yml) | 2 |"):
         assert row in table
+
+
+def test_gpu_check_says_plainly_that_no_gpu_is_here_and_its_dry_run_works(tmp_path):
+    import subprocess
+
+    from conftest import REPO, subprocess_env
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the real check is bash scripts/gpu_check.sh")
+    script = os.path.join(REPO, "scripts", "gpu_check.sh")
+    r = subprocess.run(["bash", script, "--out", str(tmp_path / "plain.md")], env=subprocess_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no GPU here" in r.stdout and "| everything that needs CUDA | skipped |" in r.stdout
+    r = subprocess.run(["bash", script, "--dry-run", "--out", str(tmp_path / "dry.md")], env=subprocess_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    table = (tmp_path / "dry.md").read_text()
+    for row in ("| tests marked cuda | ok |", "| demosaic.yml 32² fp32 |", "| inpaint.yml 32² bf16 |",
+                "| training 12ch ngf 8", "| torchrun, one process | ok | gloo"):
+        assert row in table, table
