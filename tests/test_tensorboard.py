@@ -7,7 +7,7 @@ import struct
 import torch
 
 import main as hgm_main
-from tests.frontdoor_util import write_images
+from tests.helpers import write_images
 
 
 def read_events(folder):

@@ -1,4 +1,4 @@
-"""Issue 10, restoration: no silent wrong result, no clobbered output (each test failed before its fix)."""
+"""Restoration never gives a silent wrong result or clobbers an output (each test failed before its fix)."""
 import csv
 import glob
 import os

@@ -1,4 +1,4 @@
-"""Helpers for the front-door tests: untrained tiny priors (no training) and small smooth images."""
+"""Test helpers: untrained tiny priors (no training) and small smooth images."""
 import os
 
 import numpy as np

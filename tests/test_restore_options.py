@@ -1,4 +1,4 @@
-"""Issue 11's bugs, each pinned: small images with large patches, traces in patches, masks seeded by
+"""Restoration options, each pinned: small images with large patches, traces in patches, masks seeded by
 name, --comment stored, run_baseline --overwrite, --doc optional when test.checkpoint names the prior;
 and the compare/ panels of every restoration."""
 import csv
@@ -11,7 +11,7 @@ import main as hgm_main
 from datasets.inputs import load_inputs
 from runners.config import load_config
 from scripts import run_baseline
-from tests.frontdoor_util import write_images, write_prior
+from tests.helpers import write_images, write_prior
 
 FAST = ["test.n_steps_each=1", "test.step_lr=1e-5"]
 

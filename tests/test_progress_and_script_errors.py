@@ -7,7 +7,7 @@ import pytest
 
 import main as hgm_main
 from tests.conftest import REPO, subprocess_env
-from tests.frontdoor_util import write_images
+from tests.helpers import write_images
 
 
 def train(tmp_path, doc, *extra):

@@ -19,7 +19,7 @@ from datasets.errors import HGMError
 from runners.config import flatten, load_config, parse_set, resolve_config_path, schema
 from runners.registry import RUNNERS, resolve_runner
 from tests.conftest import REPO
-from tests.frontdoor_util import write_images
+from tests.helpers import write_images
 
 README = os.path.join(REPO, "README.md")
 OUTPUT_FILES = {"config.yml"}  # written by runs, not shipped configs

@@ -1,4 +1,4 @@
-"""Issue 10, training: signals always end the run, checkpoints survive kills, bad inputs are named.
+"""Training: signals always end the run, checkpoints survive kills, bad inputs are named.
 
 The subprocess tests are cheap (configs/tiny.yml, a few rounds each) but start Python several
 times; together they take well under a minute on two busy cores.

@@ -10,7 +10,7 @@ import torch
 
 import hgm_api
 from tests.conftest import REPO
-from tests.test_frontdoor_readme import blocks
+from tests.test_readme import blocks
 
 
 def api_example():
@@ -33,7 +33,7 @@ def prior():
 
 
 def image(h=24, w=28):
-    from tests.frontdoor_util import smooth_image
+    from tests.helpers import smooth_image
     return smooth_image(h, w)
 
 
@@ -77,7 +77,7 @@ def test_api_errors_are_hgm_errors(prior):
 
 
 def test_any_prior_restores_with_the_recommended_presets(tmp_path):
-    from tests.frontdoor_util import write_prior
+    from tests.helpers import write_prior
     p = hgm_api.load_prior(write_prior(tmp_path / "p.pth", "channel_copy"))
     assert p.channels == 6 and p.presets == {"demosaic": "demosaic.yml", "inpaint": "inpaint.yml"}
     s = hgm_api.settings_of(p, "demosaic")
