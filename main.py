@@ -58,23 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class TqdmHandler(logging.StreamHandler):
-    """Log lines that do not break the progress bars."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
 def setup_logging(level: int) -> logging.Logger:
+    """The 'hgm' logger on stderr (main() routes it through tqdm.write while it runs, so log lines
+    do not break the progress bars)."""
     log = logging.getLogger("hgm")
     log.setLevel(level)
     log.propagate = False
     if not log.handlers:
-        h = TqdmHandler()
+        h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         log.addHandler(h)
     return log
@@ -161,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
     from datasets.errors import HGMError
+    from tqdm.contrib.logging import logging_redirect_tqdm
     try:
-        run(args, log)
+        with logging_redirect_tqdm(loggers=[log]):
+            run(args, log)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
