@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TQDM_DISABLE"] = "1"
     install_signal_handlers()
     log = setup_logging(LEVELS[args.verbose])
-    from datasets.errors import HGMError
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from datasets.errors import HGMError
     try:
         with logging_redirect_tqdm(loggers=[log]):
             run(args, log)

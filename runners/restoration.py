@@ -86,7 +86,7 @@ class SamplerSettings:
     `for_levels` turns the second into the first for a given prior."""
     step_lr: float | None
     n_steps_each: int
-    update: str = "reference"
+    update: str = "noisy_copy"
     init: str = "uniform"
     start_level: int | None = 0
     denoise: bool = False

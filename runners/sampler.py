@@ -55,8 +55,11 @@ def at_iterate(x: torch.Tensor, noise_scale: float) -> torch.Tensor:
     return x
 
 
-# test.update values -> rules; "reference" is the rule of the paper's code
-UPDATE_RULES = {"reference": UpdateRule(noisy_copy_step, noisy_copy), "langevin": UpdateRule(langevin_step, at_iterate)}
+# test.update values -> rules: "noisy_copy" is the rule of the paper's code ("reference", its earlier name,
+# still works), "langevin" the textbook one
+UPDATE_RULES = {"noisy_copy": UpdateRule(noisy_copy_step, noisy_copy),
+                "langevin": UpdateRule(langevin_step, at_iterate),
+                "reference": UpdateRule(noisy_copy_step, noisy_copy)}
 
 
 def step_sizes(sigmas: torch.Tensor, step_lr: float) -> list[float]:
@@ -65,7 +68,7 @@ def step_sizes(sigmas: torch.Tensor, step_lr: float) -> list[float]:
 
 
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, step_lr: float, n_steps_each: int, *,
-                      update: str = "reference", project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      update: str = "noisy_copy", project: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       earlier: torch.Tensor | None = None, earlier_weight: float = 1.0, start_level: int = 0,
                       denoise: bool = False, temperature: float = 1.0,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
@@ -73,7 +76,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     """Run the annealed sampler and return the final iterate (lifted space).
 
     score_fn(x, labels) -> score; x: B×C×H×W initial state.
-    update: a key of UPDATE_RULES ("reference": score read at a noisy copy; "langevin").
+    update: a key of UPDATE_RULES ("noisy_copy": the score read at a noisy copy, as the paper's code;
+    "langevin").
     project(x) -> x with the measurement enforced (called after every step).
     earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
     −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
