@@ -1,5 +1,5 @@
 """Owns image files and folders: reading them as RGB float tensors in [0, 1], writing PNGs,
-training crops and the held-out split, and moving an old output folder aside.
+training crops and the held-out split.
 
 Grayscale, palette, RGBA and 16-bit images are converted to RGB; alpha is
 dropped. Unreadable files are skipped with a warning and counted.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
 from datasets.errors import HGMError
+from datasets.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 log = logging.getLogger("hgm")
@@ -35,17 +35,6 @@ def list_images(folder: str | None, recursive: bool = True) -> list[str]:
     if not paths:
         raise HGMError(f"image folder {folder!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
     return paths
-
-
-def move_aside(path: str, tag: str = "replaced") -> str:
-    """Rename `path` to a fresh `<path>.<tag>-<time>[-n]` (nothing is ever deleted); returns the new name."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    new, n = f"{path}.{tag}-{stamp}", 1
-    while os.path.exists(new):
-        n += 1
-        new = f"{path}.{tag}-{stamp}-{n}"
-    os.rename(path, new)
-    return new
 
 
 def _from_integer_array(arr):
@@ -174,14 +163,7 @@ def save_image(x: torch.Tensor, path: str) -> None:
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[..., 0]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
 class RandomCrops(torch.utils.data.Dataset):

@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from datasets.errors import HGMError
-from datasets.folder import RandomCrops, as_float, move_aside, training_images
+from datasets.files import FolderLock, check_output_location, move_aside, remove_stale_temporaries
+from datasets.folder import RandomCrops, as_float, training_images
 from datasets.transforms import Transform, transform_from_config
 from losses.dsm import anneal_dsm_loss
 from models.ema import EMA
@@ -40,7 +41,6 @@ from runners.checkpoint import (
     existing_checkpoints,
     load_checkpoint,
     model_signature,
-    remove_stale_temporaries,
     save_checkpoint,
     strip_module_prefix,
 )
@@ -137,8 +137,13 @@ def check_settings(cfg: dict, transform: Transform, world: int) -> None:
                        f"the world size {world}")
 
 
-def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str) -> None:
-    """Refuse to start over a run that holds checkpoints; never delete anything."""
+def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str, cfg: dict | None = None) -> None:
+    """Refuse to start over a run that holds checkpoints, and run folders that are, lie inside or contain
+    the training data (or contain the warm-start weights); never delete anything."""
+    if cfg is not None:
+        for folder in (log_dir, tb_dir):
+            check_output_location(folder, "the run folder", data={"the data folder data.path": cfg["data"]["path"]},
+                                  keep={"training.init_from": cfg["training"]["init_from"]})
     found = existing_checkpoints(log_dir)
     if args.resume_training:
         if not os.path.isfile(os.path.join(log_dir, "checkpoint.pth")):
@@ -233,6 +238,9 @@ class TrainRunner:
         self.tb_dir = os.path.join(args.run, "tensorboard", args.doc)
         self._log_handler = None
         self.stop = StopSignals()
+        # held by rank 0 from before the run folder is checked until the run ends: a second run on
+        # this --doc is refused at its start, naming this one, instead of overwriting its checkpoints
+        self.lock = FolderLock(self.log_dir, "run folder")
 
     def run(self) -> None:
         try:
@@ -242,13 +250,19 @@ class TrainRunner:
                 log.removeHandler(self._log_handler)
                 self._log_handler.close()
                 self._log_handler = None
+            self.lock.release()
+
+    def claim_run_dir(self) -> None:
+        """Lock the run folder, then check it (rank 0)."""
+        self.lock.acquire()
+        prepare_run_dirs(self.args, self.log_dir, self.tb_dir, self.cfg)
 
     def _run(self) -> None:
         transform = transform_from_config(self.cfg)
         check_settings(self.cfg, transform, self.world)
         # distributed.agree(): rank 0 alone checks (and writes) the run folder, but every rank
         # hears the verdict before going on; without torchrun it just calls the function
-        distributed.agree(lambda: prepare_run_dirs(self.args, self.log_dir, self.tb_dir) if self.main else None)
+        distributed.agree(self.claim_run_dir if self.main else lambda: None)
         ckpt = self.resume_checkpoint(transform)
         distributed.agree(self.open_run_dir if self.main else lambda: None)
         dcfg = self.cfg["data"]
