@@ -137,13 +137,15 @@ def check_settings(cfg: dict, transform: Transform, world: int) -> None:
                        f"the world size {world}")
 
 
-def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str, cfg: dict | None = None) -> None:
-    """Refuse to start over a run that holds checkpoints, and run folders that are, lie inside or contain
-    the training data (or contain the warm-start weights); never delete anything."""
-    if cfg is not None:
-        for folder in (log_dir, tb_dir):
-            check_output_location(folder, "the run folder", data={"the data folder data.path": cfg["data"]["path"]},
-                                  keep={"training.init_from": cfg["training"]["init_from"]})
+def check_run_location(cfg: dict, log_dir: str, tb_dir: str) -> None:
+    """Refuse run folders that are, lie inside or contain the training data, or contain the warm-start weights."""
+    for folder in (log_dir, tb_dir):
+        check_output_location(folder, "the run folder", data={"the data folder data.path": cfg["data"]["path"]},
+                              keep={"training.init_from": cfg["training"]["init_from"]})
+
+
+def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str) -> None:
+    """Refuse to start over a run that holds checkpoints; never delete anything."""
     found = existing_checkpoints(log_dir)
     if args.resume_training:
         if not os.path.isfile(os.path.join(log_dir, "checkpoint.pth")):
@@ -253,9 +255,10 @@ class TrainRunner:
             self.lock.release()
 
     def claim_run_dir(self) -> None:
-        """Lock the run folder, then check it (rank 0)."""
+        """Check where the run folder is, lock it, then check what it holds (rank 0)."""
+        check_run_location(self.cfg, self.log_dir, self.tb_dir)
         self.lock.acquire()
-        prepare_run_dirs(self.args, self.log_dir, self.tb_dir, self.cfg)
+        prepare_run_dirs(self.args, self.log_dir, self.tb_dir)
 
     def _run(self) -> None:
         transform = transform_from_config(self.cfg)
