@@ -42,14 +42,14 @@ def image_header(path: str) -> tuple[int, int]:
             with Image.open(path) as img:
                 return img.size[1], img.size[0]
         except Image.DecompressionBombError as e:
-            raise HGMError(f"{path} is over the limit of {MAX_PIXELS / 1e6:g} Mpixel per image ({e})") from e
+            raise HGMError(f"{path} is over the limit of {MAX_PIXELS:,} pixels per image ({e})") from e
 
 
 def check_pixels(path: str, h: int, w: int) -> None:
     """Refuse an image of more than MAX_PIXELS pixels (environment variable HGM_MAX_PIXELS)."""
     if h * w > MAX_PIXELS:
-        raise HGMError(f"{path} is {w}×{h} = {h * w / 1e6:.1f} Mpixel, over the limit of {MAX_PIXELS / 1e6:g} "
-                       f"Mpixel per image (HGM_MAX_PIXELS); crop or downscale it")
+        raise HGMError(f"{path} is {w}×{h} = {h * w:,} pixels, over the limit of {MAX_PIXELS:,} pixels per image "
+                       f"(HGM_MAX_PIXELS); crop or downscale it")
 
 
 def checked_header(path: str) -> tuple[int, int]:

@@ -105,7 +105,9 @@ class SamplerSettings:
             (self.temperature >= 0, f"test.temperature={self.temperature} (must be >= 0)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (0 <= self.start_level < n_levels, f"test.start_level={self.start_level} (0..{n_levels - 1})"),
-            (not self.patch_size or 0 < self.patch_stride <= self.patch_size,
+            (self.patch_size is None or self.patch_size >= 1,
+             f"test.patch_size={self.patch_size} (must be >= 1, or null for whole images)"),
+            (not self.patch_size or self.patch_size < 1 or 0 < self.patch_stride <= self.patch_size,
              f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
         ]
         for ok, what in checks:
