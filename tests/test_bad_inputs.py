@@ -82,6 +82,8 @@ CASES = {
         lambda tmp, ckpt, data: restore_argv(ckpt, data, tmp / "o", "test.step_lr=0.01"), "schedule failed"),
     "NaN weights": (lambda tmp, ckpt, data: restore_argv(nan_weights(ckpt, tmp / "nan.pth"), data, tmp / "o"),
                     "holds NaN or infinite weights"),
+    "--threads 0": (lambda tmp, ckpt, data: ["--threads", "0"] + restore_argv(ckpt, data, tmp / "o"),
+                    "--threads 0: give at least 1"),
     "a bit-flipped checkpoint": (
         lambda tmp, ckpt, data: restore_argv(flip_a_weight_bit(ckpt, tmp / "flip.pth"), data, tmp / "o"),
         "flip.pth is damaged"),
