@@ -17,7 +17,8 @@ from datasets.masks import read_mask_file
 def write(path, arr):
     if str(path).endswith((".tif", ".tiff")):
         import tifffile
-        tifffile.imwrite(str(path), arr, tile=(16, 16), compression="zlib")
+        colour = "rgb" if arr.ndim == 3 else None
+        tifffile.imwrite(str(path), arr, tile=(16, 16), compression="zlib", photometric=colour)
     else:
         Image.fromarray(arr).save(str(path))
     return str(path)
@@ -36,9 +37,10 @@ def test_every_reader_refuses_an_image_over_the_pixel_limit(tmp_path, monkeypatc
 
 
 def test_the_lazy_header_check_decodes_nothing(tmp_path, monkeypatch):
-    """data.preload=false measures images by their headers: a TIFF is never decoded for that."""
+    """data.preload=false measures images by their headers: a TIFF is never decoded for that, not even
+    one Pillow cannot open (float or 16-bit colour samples), which was decoded whole."""
     import tifffile
-    path = write(tmp_path / "a.tif", np.zeros((40, 48, 3), np.uint8))
+    path = write(tmp_path / "a.tif", np.zeros((40, 48, 3), np.float32))
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded")
