@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from datasets.errors import HGMError
-from datasets.files import FolderLock, check_output_location, prepare_output
+from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
 from evaluation.metrics import psnr
@@ -144,6 +144,8 @@ class RestoreRunner:
             for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
                 try:
                     rows.append(self.restore_and_score(r, item, traces, n_eval, has_gt))
+                except DiskFull:
+                    raise  # every later image would fail the same way
                 except SamplerDiverged as e:
                     log.error("%s: %s; nothing written for it", item.stem, e)
                     diverged.append(item.stem)
