@@ -161,7 +161,7 @@ class RestoreRunner:
             left = stems[len(rows):]
             write_metrics(r.out, rows, has_gt, traces, pending=left)
             if left:
-                log.warning("interrupted after %d of %d image(s): metrics.csv marks the other %d '%s'; this run "
+                log.warning("stopped after %d of %d image(s): metrics.csv marks the other %d '%s'; this run "
                             "is not complete", len(rows), len(stems), len(left), NOT_RESTORED)
         if failed:
             raise HGMError(f"{len(failed) + len(diverged)} of {len(r.items)} image(s) failed ({'; '.join(failed)}"

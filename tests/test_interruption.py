@@ -59,7 +59,7 @@ def test_tuning_stops_on_ctrl_c_and_a_rerun_redoes_the_unfinished_point(prior, t
     assert not run_complete(str(point)) and not os.path.exists(out / "step_lr=3e-5")
     rows = read_metrics(str(point))
     assert [r["status"] for r in rows[:2]] == ["ok", NOT_RESTORED] and rows[-1]["status"].startswith("incomplete")
-    assert "interrupted after 1 of 2 image(s)" in (point / "log.txt").read_text()
+    assert "stopped after 1 of 2 image(s)" in (point / "log.txt").read_text()
     with pytest.raises(HGMError, match="did not finish"):
         mean_row(str(point))
     capsys.readouterr()
@@ -155,7 +155,7 @@ def test_a_restoration_killed_at_random_moments_never_reads_as_complete(prior, t
         state = check_nothing_incomplete_reads_as_complete(str(out), stems)
         assert (state == "complete") == (p.returncode == 0), (state, p.returncode, err.decode()[-400:])
         if p.returncode == 130 and state == "incomplete":
-            assert "interrupted after" in (out / "log.txt").read_text()
+            assert "stopped after" in (out / "log.txt").read_text()
         seen.append(state)
     p = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-800:]  # a stale lock from the last kill -9 is taken over
