@@ -153,8 +153,8 @@ def metrics(restored, ground_truth, border: int = 0, value_range=None) -> dict[s
     against `ground_truth` (one image each, under the input contract; `value_range` applies to both),
     optionally without a border. The CLI scores the 8-bit PNG as written; pass uint8 arrays for the
     same numbers."""
-    a, ka = to_unit(restored, value_range, "restored image")
-    b, kb = to_unit(ground_truth, value_range, "ground truth")
+    a, _ = to_unit(restored, value_range, "restored image")
+    b, _ = to_unit(ground_truth, value_range, "ground truth")
     if a.shape[0] != 1 or b.shape[0] != 1:
         raise HGMError(f"metrics scores one image at a time, got a batch of {max(a.shape[0], b.shape[0])}")
     a, b = a[0], b[0]

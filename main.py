@@ -70,6 +70,7 @@ THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
 
 def configure_threads_environment() -> None:
+    """THREAD_ENVIRONMENT, where the environment does not set those variables already."""
     import os
     for key, value in THREAD_ENVIRONMENT.items():
         os.environ.setdefault(key, value)

@@ -20,6 +20,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import main as hgm  # noqa: E402
+
+hgm.configure_threads_environment()  # before torch loads: it restores in this process
 from datasets.errors import HGMError  # noqa: E402
 from datasets.files import FolderLock, check_output_location, write_text  # noqa: E402
 from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
