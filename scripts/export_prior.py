@@ -11,12 +11,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.errors import HGMError  # noqa: E402
 from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
 
 
 def export(src: str, dst: str, use_ema: bool = False) -> dict:
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise HGMError(f"{dst} is the checkpoint being exported; name another file (it would be replaced by "
+                       f"the half-precision prior, without optimizer state)")
     ckpt = load_checkpoint(src)
     weights = ckpt["ema"] if (use_ema and "ema" in ckpt) else ckpt["model"]
     out = {"model": {k: v.half() if v.is_floating_point() else v for k, v in strip_module_prefix(weights).items()},
@@ -117,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = export(a.src, a.dst, a.ema)
     if a.card:
-        from datasets.errors import HGMError
         from datasets.folder import held_out_paths
         d = out["config"]["data"]
         try:

@@ -156,3 +156,7 @@ def test_exported_priors_carry_a_checksum(prior, tmp_path):
     load_checkpoint(str(tmp_path / "p.pth"))
     with pytest.raises(HGMError, match="damaged"):
         load_checkpoint(flip_a_weight_bit(str(tmp_path / "p.pth"), tmp_path / "flip.pth"))
+    shutil.copy(prior[0], tmp_path / "c.pth")
+    with pytest.raises(HGMError, match="c.pth is the checkpoint being exported"):
+        export_prior.export(str(tmp_path / "c.pth"), str(tmp_path / "c.pth"))
+    assert "optimizer" in torch.load(tmp_path / "c.pth", weights_only=True)
