@@ -6,8 +6,10 @@
     out = hgm_api.inpaint(prior, image, mask)                    # mask HxW: 1/True known, 0/False missing
     hgm_api.metrics(out, ground_truth)                           # {"psnr": dB on 0-255, "ssim": colour SSIM}
 
-Images are NumPy arrays (HxWx3, uint8 in 0..255 or float in [0, 1]) or torch tensors (3xHxW or
-1x3xHxW, float in [0, 1]); results come back in the same kind (uint8 in, uint8 out). Everything runs
+Images are NumPy arrays or torch tensors: H×W×3 or 3×H×W (an H×W mosaic, a batch N×...), uint8
+(0..255), uint16 (0..65535) or float in [0, 1]; other ranges (0..255 floats, 12-bit data in uint16)
+need value_range=(black, white) and are refused without it (datasets/arrays.py states the contract).
+Results come back in the same kind: container, dtype, range and layout. Everything runs
 under torch.inference_mode. Import it from the clone's root (or put the clone on PYTHONPATH): it
 uses the clone's own `datasets`, `models` and `runners` folders, which are not installed anywhere.
 """
@@ -18,7 +20,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +41,7 @@ def _check_own_packages() -> None:
 
 _check_own_packages()
 
+from datasets.arrays import from_unit, to_mask, to_unit  # noqa: E402
 from datasets.errors import HGMError  # noqa: E402
 from datasets.masks import bayer_mask  # noqa: E402
 from evaluation.metrics import psnr as _psnr  # noqa: E402
@@ -84,77 +86,46 @@ def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "
     return LoadedPrior(prior, prior.cfg, os.path.splitext(os.path.basename(path))[0], dict(PRESETS))
 
 
-def _to_tensor(image) -> tuple[torch.Tensor, str]:
-    """3×H×W float in [0, 1] (or 1×H×W for a raw mosaic) and the kind to give back."""
-    if isinstance(image, torch.Tensor):
-        x = image.detach().float().cpu()
-        if x.dim() == 4 and x.shape[0] == 1:
-            x = x[0]
-        if x.dim() == 2:
-            x = x[None]
-        if x.dim() != 3 or x.shape[0] not in (1, 3):
-            raise HGMError(f"a tensor image must be 3×H×W, 1×3×H×W or H×W, got {tuple(image.shape)}")
-        return x, "tensor"
-    a = np.asarray(image)
-    kind = "uint8" if a.dtype == np.uint8 else "float"
-    x = torch.from_numpy(a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32))
-    if x.dim() == 2:
-        return x[None], kind
-    if x.dim() != 3 or x.shape[-1] != 3:
-        raise HGMError(f"an array image must be H×W×3 or H×W, got shape {a.shape}")
-    return x.permute(2, 0, 1).contiguous(), kind
-
-
-def _from_tensor(x: torch.Tensor, kind: str):
-    x = x.clamp(0, 1)
-    if kind == "tensor":
-        return x
-    a = x.permute(1, 2, 0).numpy()
-    return (a * 255).round().astype(np.uint8) if kind == "uint8" else a.astype(np.float32)
-
-
 def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> SamplerSettings:
     tcfg = load_config(config or p.presets[task], {f"test.{k}": v for k, v in sets.items()})["test"]
     return SamplerSettings.from_config(tcfg, p.prior.sigmas)
 
 
 def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,
-            seed: int = 0, **sets):
+            seed: int = 0, value_range=None, **sets):
     """Restore `image` for `task` ('demosaic' or 'inpaint') with prior `p`; returns the same kind.
 
-    demosaic: an H×W×3 image is mosaicked with `pattern` here (a simulation); an H×W (or 1×H×W)
-    image is taken as the raw mosaic. inpaint: `mask` is H×W (or H×W×3), 1/True where a value is
-    known. `config` names a config whose test.* settings to use (default: the prior's preset);
-    keyword arguments override single test.* keys (e.g. n_steps_each=10, step_lr=1e-5). The result
-    equals the input on every measured sample. `seed` makes the sampler's noise repeatable.
+    `image`: see the module's input contract (uint8, uint16, float in [0, 1], or any range given as
+    value_range=(black, white); H×W×3, 3×H×W, an H×W mosaic, or a batch N×...). demosaic: a colour
+    image is mosaicked with `pattern` here (a simulation); a one-channel image is taken as the raw
+    mosaic. inpaint: `mask` is H×W (or H×W×3, or N×H×W for a batch), nonzero/True where a value is
+    known; it must leave something missing. `config` names a config whose test.* settings to use
+    (default: the prior's preset); keyword arguments override single test.* keys (e.g.
+    n_steps_each=10, step_lr=1e-5). The result equals the input on every measured sample. `seed`
+    makes the sampler's noise repeatable (each image of a batch gets the same seed).
     """
-    x, kind = _to_tensor(image)
-    h, w = x.shape[-2:]
+    x, kind = to_unit(image, value_range)
+    n, c, h, w = x.shape
     if task == "demosaic":
-        m = bayer_mask(pattern, h, w)
-        y = x.expand(3, h, w) * m if x.shape[0] == 1 else x * m  # a raw mosaic gives back H×W×3
+        m = bayer_mask(pattern, h, w)[None].expand(n, 3, h, w)
+        y = x.expand(n, 3, h, w) * m  # a raw mosaic gives back a colour image
     elif task == "inpaint":
         if mask is None:
             raise HGMError("inpaint needs a mask (H×W, 1/True where the value is known)")
-        m = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)).float()
-        if m.dim() == 3 and m.shape[-1] in (1, 3) and m.shape[0] == h:
-            m = m[..., 0]
-        if m.dim() == 3:
-            m = m[0]
-        if tuple(m.shape) != (h, w):
-            raise HGMError(f"the mask is {tuple(m.shape)}, the image {h}×{w}")
-        m = (m > 0.5).float().expand(3, h, w)
-        if x.shape[0] != 3:
+        if c != 3:
             raise HGMError("inpaint needs a colour image (H×W×3 or 3×H×W)")
+        m = to_mask(mask, n, h, w)[:, None].expand(n, 3, h, w)
         y = x * m
     else:
         raise HGMError(f"unknown task {task!r} (demosaic | inpaint)")
     settings = _settings(p, task, config, {"task": task, **sets})
     dev = p.prior.device
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
-        torch.manual_seed(seed)
-        out = restore_image(p.prior, y[None].to(dev), m[None].to(dev), settings)
-    return _from_tensor(out[0].float().cpu().clone(), kind)  # a clone: an ordinary tensor, not an inference one
+    outs = []
+    for i in range(n):
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
+            torch.manual_seed(seed)
+            outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings).float().cpu())
+    return from_unit(torch.cat(outs).clone(), kind)  # a clone: an ordinary tensor, not an inference one
 
 
 def demosaic(p: LoadedPrior, image, pattern: str = "rggb", **kwargs):
@@ -167,12 +138,16 @@ def inpaint(p: LoadedPrior, image, mask, **kwargs):
     return restore(p, image, "inpaint", mask=mask, **kwargs)
 
 
-def metrics(restored, ground_truth, border: int = 0) -> dict[str, float]:
+def metrics(restored, ground_truth, border: int = 0, value_range=None) -> dict[str, float]:
     """PSNR (dB, 0–255 scale, all three channels) and colour SSIM (data range 1) of `restored`
-    against `ground_truth`, optionally without a border. The CLI scores the 8-bit PNG as written;
-    pass uint8 arrays for the same numbers."""
-    a, _ = _to_tensor(restored)
-    b, _ = _to_tensor(ground_truth)
+    against `ground_truth` (one image each, under the input contract; `value_range` applies to both),
+    optionally without a border. The CLI scores the 8-bit PNG as written; pass uint8 arrays for the
+    same numbers."""
+    a, _ = to_unit(restored, value_range, "restored image")
+    b, _ = to_unit(ground_truth, value_range, "ground truth")
+    if a.shape[0] != 1 or b.shape[0] != 1:
+        raise HGMError(f"metrics scores one image at a time, got a batch of {max(a.shape[0], b.shape[0])}")
+    a, b = a[0], b[0]
     if a.shape != b.shape:
         raise HGMError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
     return {"psnr": float(_psnr(a, b, border=border)), "ssim": float(_ssim(a, b, border=border))}

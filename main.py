@@ -55,7 +55,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. --set training.n_iters=20 data.path=imgs (YAML-typed)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else one per core); with other "
+                        "jobs on the machine, give each its share of the cores")
     return p.parse_args(argv)
+
+
+# Set before torch is imported (main() does it first; a value already in the environment wins). Idle
+# OpenMP threads then sleep instead of spinning: PyTorch's OpenMP otherwise spins its threads at the
+# end of every parallel region, and with another process on the same cores (a training beside a
+# restoration) the spinning threads take the cores the other process's threads wait for, so both
+# collapse (15-40× slower on 2 cores, where sharing them should cost about 2×).
+THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+
+def configure_threads_environment() -> None:
+    """THREAD_ENVIRONMENT, where the environment does not set those variables already."""
+    import os
+    for key, value in THREAD_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+def set_threads(n: int | None) -> None:
+    """--threads N: torch's intra-op threads (OpenMP, MKL)."""
+    if n is None:
+        return
+    from datasets.errors import HGMError
+    if n < 1:
+        raise HGMError(f"--threads {n}: give at least 1")
+    import torch
+    torch.set_num_threads(n)
 
 
 def setup_logging(level: int) -> logging.Logger:
@@ -100,6 +129,7 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     from runners.config import explicit_values, load_config, parse_set
     from runners.registry import resolve_runner
 
+    set_threads(args.threads)
     name, kind, fixed = resolve_runner(args.runner)
     if kind == "train" and args.test:
         raise HGMError(f"runner {name} trains; for restoration use a Test_* runner or 'restore'")
@@ -113,8 +143,9 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     seed_everything(args.seed + distributed.rank())
     if not distributed.is_main():
         log.setLevel(logging.WARNING)
-    log.info("runner %s (%s), config %s, doc %s, device %s%s", name, kind, args.config, args.doc, device,
-             f", comment: {args.comment}" if args.comment else "")
+    import torch
+    log.info("runner %s (%s), config %s, doc %s, device %s, %d CPU thread(s)%s", name, kind, args.config, args.doc,
+             device, torch.get_num_threads(), f", comment: {args.comment}" if args.comment else "")
     try:
         if kind == "train":
             from runners.train import TrainRunner
@@ -145,6 +176,7 @@ def install_signal_handlers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads_environment()
     args = parse_args(argv)
     if args.quiet:  # runners.sampler.bars_disabled() reads it; so does tqdm itself
         import os

@@ -1,23 +1,62 @@
 """Owns image files and folders: reading them as RGB float tensors in [0, 1], writing PNGs,
-training crops and the held-out split, and moving an old output folder aside.
+training crops and the held-out split.
 
 Grayscale, palette, RGBA and 16-bit images are converted to RGB; alpha is
-dropped. Unreadable files are skipped with a warning and counted.
+dropped. Unreadable files are skipped with a warning and counted. Every image
+file is first measured from its header, without decoding its data, and one of
+more than MAX_PIXELS pixels is refused (a small compressed file can decode to
+gigabytes).
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image
 
 from datasets.errors import HGMError
+from datasets.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS = int(os.environ.get("HGM_MAX_PIXELS", 100_000_000))  # for every image file read (H×W)
 log = logging.getLogger("hgm")
+
+
+def image_header(path: str) -> tuple[int, int]:
+    """(H, W) of an image file from its header alone (TIFFs with tifffile, the others with Pillow);
+    the data is never decoded."""
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        except (ValueError, TypeError, IndexError, tifffile.TiffFileError):
+            pass  # let Pillow try
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is the one that counts
+        try:
+            with Image.open(path) as img:
+                return img.size[1], img.size[0]
+        except Image.DecompressionBombError as e:
+            raise HGMError(f"{path} is over the limit of {MAX_PIXELS:,} pixels per image ({e})") from e
+
+
+def check_pixels(path: str, h: int, w: int) -> None:
+    """Refuse an image of more than MAX_PIXELS pixels (environment variable HGM_MAX_PIXELS)."""
+    if h * w > MAX_PIXELS:
+        raise HGMError(f"{path} is {w}×{h} = {h * w:,} pixels, over the limit of {MAX_PIXELS:,} pixels per image "
+                       f"(HGM_MAX_PIXELS); crop or downscale it")
+
+
+def checked_header(path: str) -> tuple[int, int]:
+    """(H, W) from the header, refusing an image over the pixel limit before anything is decoded."""
+    h, w = image_header(path)
+    check_pixels(path, h, w)
+    return h, w
 
 
 def list_images(folder: str | None, recursive: bool = True) -> list[str]:
@@ -26,26 +65,20 @@ def list_images(folder: str | None, recursive: bool = True) -> list[str]:
         raise HGMError("no image folder given (set data.path / test.data_path)")
     if not os.path.isdir(folder):
         raise HGMError(f"image folder {folder!r} does not exist")
-    paths = []
+    paths, links = [], []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
+        links += [os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d))]
         paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
         if not recursive:
             break
+    if links and recursive:  # os.walk does not follow them; say so rather than lose their images silently
+        shown = ", ".join(links[:3]) + (", …" if len(links) > 3 else "")
+        log.warning("%s: %d folder symlink(s) not followed, their images not read: %s; name the folder they "
+                    "point to, or copy it in", folder, len(links), shown)
     if not paths:
         raise HGMError(f"image folder {folder!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
     return paths
-
-
-def move_aside(path: str, tag: str = "replaced") -> str:
-    """Rename `path` to a fresh `<path>.<tag>-<time>[-n]` (nothing is ever deleted); returns the new name."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    new, n = f"{path}.{tag}-{stamp}", 1
-    while os.path.exists(new):
-        n += 1
-        new = f"{path}.{tag}-{stamp}-{n}"
-    os.rename(path, new)
-    return new
 
 
 def _from_integer_array(arr):
@@ -53,8 +86,8 @@ def _from_integer_array(arr):
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFFs
     if np.issubdtype(arr.dtype, np.integer):
-        arr = arr.astype(np.float64) / np.iinfo(arr.dtype).max
-    arr = np.clip(arr.astype(np.float64), 0, 1)
+        arr = arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    arr = np.clip(arr.astype(np.float32), 0, 1)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.shape[2] in (2, 4):  # grey+alpha, RGBA
@@ -71,7 +104,8 @@ def read_array(path: str) -> np.ndarray:
 
     16-bit greyscale PNGs and 16-bit TIFFs (read with tifffile, which
     scikit-image brings) keep their precision; Pillow reads 16-bit colour PNGs
-    at 8 bits per channel."""
+    at 8 bits per channel. An image over the pixel limit is refused from its header."""
+    checked_header(path)
     if path.lower().endswith((".tif", ".tiff")):
         import tifffile
         try:
@@ -134,12 +168,8 @@ def read_images(paths: list[str], min_size: int | None = None, what: str = "imag
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(H, W) of an image file from its header (what Pillow cannot open is decoded whole)."""
-    try:
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
-    except Exception:
-        return tuple(read_image(path).shape[-2:])
+    """(H, W) of an image file from its header (never decoding its data); over the pixel limit, an error."""
+    return checked_header(path)
 
 
 def usable_paths(paths: list[str], min_size: int | None = None, what: str = "image") -> list[str]:
@@ -174,14 +204,7 @@ def save_image(x: torch.Tensor, path: str) -> None:
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[..., 0]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
 class RandomCrops(torch.utils.data.Dataset):
@@ -262,12 +285,45 @@ def training_images(folder: str, crop: int, val_images: int = 0, preload: bool =
         images = [to_storage(x) for x in images]
     else:
         paths = usable_paths(paths, min_size=crop)
-        images = LazyImages(paths, crop)
+        val, train_paths, val_paths = lazy_split(paths, crop, val_images, seed)
+        return LazyImages(train_paths, crop), val, len(train_paths) + len(val_paths)
     n = len(images)
     val_idx, train_idx = split_indices(n, val_images, seed)
-    pick = (lambda idx: [images[i] for i in sorted(idx)]) if preload else \
-        (lambda idx: LazyImages([paths[i] for i in sorted(idx)], crop))
-    return pick(train_idx), pick(val_idx), n
+    return [images[i] for i in sorted(train_idx)], [images[i] for i in sorted(val_idx)], n
+
+
+def lazy_split(paths: list[str], crop: int, val_images: int, seed: int = 0) -> tuple[list, list[str], list[str]]:
+    """(held-out images decoded, training paths, held-out paths) without preloading the folder.
+
+    The held-out images are decoded now (they are few, and validation uses them at once). One whose
+    data turns out corrupt (or smaller than the crop) is skipped with a warning and the next image of
+    the seeded permutation takes its place, so the split stays usable; with no such file it is the split
+    `split_indices` gives (and preloading gives)."""
+    n = len(paths)
+    if val_images >= n:
+        raise HGMError(f"data.val_images={val_images} leaves no training image (found {n} usable)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val, chosen, bad = [], [], set()
+    for i in perm:
+        if len(chosen) == val_images:
+            break
+        try:
+            x = read_image(paths[i])
+        except Exception as e:  # PIL raises many kinds for corrupt files
+            log.warning("skipping image %s (unreadable: %s); another image is held out in its place", paths[i], e)
+            bad.add(i)
+            continue
+        if min(x.shape[-2:]) < crop:
+            log.warning("skipping image %s (%d×%d, smaller than the %d×%d crop)", paths[i], *x.shape[-2:], crop, crop)
+            bad.add(i)
+            continue
+        val.append((i, x))
+        chosen.append(i)
+    train = [i for i in range(n) if i not in bad and i not in chosen]
+    if not train:
+        raise HGMError(f"data.val_images={val_images} leaves no training image (found {n - len(bad)} usable)")
+    val.sort(key=lambda v: v[0])
+    return [x for _, x in val], [paths[i] for i in train], [paths[i] for i in sorted(chosen)]
 
 
 def split_indices(n: int, val_images: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -282,7 +338,9 @@ def held_out_paths(folder: str, crop: int, val_images: int, preload: bool = True
     """The files `training_images` holds out (same arguments, same answer): where
     step sizes may be tuned without touching evaluation images."""
     paths = list_images(folder)
-    paths = [p for p, _ in read_images(paths, min_size=crop)] if preload else usable_paths(paths, min_size=crop)
+    if not preload:
+        return lazy_split(usable_paths(paths, min_size=crop), crop, val_images, seed)[2]
+    paths = [p for p, _ in read_images(paths, min_size=crop)]
     val_idx, _ = split_indices(len(paths), val_images, seed)
     return [paths[i] for i in sorted(val_idx)]
 

@@ -110,6 +110,8 @@ def load_inputs(tcfg: dict) -> list[RestoreInput]:
         x = centre_crop(read_input(path), tcfg["image_size"])
         h, w = x.shape[-2:]
         mask = mask_for_image(tcfg, stem, h, w, index)
+        if tcfg["task"] == "inpaint":
+            log.info("%s: mask %s, %.1f%% of the pixels known", stem, tcfg["mask"], 100 * float(mask[0].mean()))
         gt = None if tcfg["degraded_input"] else x
         items.append(RestoreInput(stem, gt, x * mask, mask))
     return items

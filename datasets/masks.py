@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from datasets.errors import HGMError
+from datasets.folder import checked_header
 
 PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 _CHANNEL = {"r": 0, "g": 1, "b": 2}
@@ -50,8 +51,24 @@ def box_mask(h: int, w: int, size: int, device: torch.device | str | None = None
     return m
 
 
+def _alpha_as_mask(path: str, arr: np.ndarray) -> np.ndarray:
+    """H×W×C with alpha last -> H×W×1 or H×W×(C-1). Opaque everywhere: the colours are the mask, alpha
+    is dropped. Otherwise the alpha is the mask (transparent = missing, opaque = known), and the
+    colours of the opaque pixels must all be one value (else they would mark other holes: refused)."""
+    alpha, colour = arr[..., -1], arr[..., :-1]
+    opaque = 1 if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer) else np.iinfo(arr.dtype).max
+    if (alpha == opaque).all():
+        return colour
+    kept = colour[alpha != 0]
+    if kept.size and not (kept == kept.flat[0]).all():
+        raise HGMError(f"mask {path} marks pixels both by transparency and by colour; use one: a transparent "
+                       f"hole in a single-colour image, or an opaque black-and-white image")
+    return alpha[..., None]
+
+
 def _mask_values(path: str) -> np.ndarray:
-    """The raw sample values of a mask file, H×W×C (alpha dropped)."""
+    """The raw sample values of a mask file, H×W×C (an alpha channel is the mask or dropped: _alpha_as_mask)."""
+    checked_header(path)  # over the pixel limit: refused before anything is decoded
     arr = None
     if path.lower().endswith((".tif", ".tiff")):
         import tifffile
@@ -69,15 +86,16 @@ def _mask_values(path: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim == 3 and arr.shape[-1] in (2, 4):
-        arr = arr[..., :-1]
+        arr = _alpha_as_mask(path, arr)
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
         raise HGMError(f"mask {path}: unsupported layout {arr.shape}")
     return arr
 
 
 def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
-    """A mask image that must be H×W: 0 missing, and 1 or 255 (65535 for 16 bits) known; any other
-    value, channels that differ, or no known sample is an error naming the mask."""
+    """A mask image that must be H×W: 0 missing, and 1 or 255 (65535 for 16 bits) known, or, with
+    transparency, transparent missing and opaque known; any other value, channels that differ, no
+    known sample or no missing one is an error naming the mask."""
     try:
         arr = _mask_values(path)
     except HGMError:
@@ -98,6 +116,9 @@ def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
     known = torch.from_numpy(arr[..., 0] == scale)
     if not known.any():
         raise HGMError(f"mask {path} marks every pixel missing (all 0); nothing is measured")
+    if known.all():
+        raise HGMError(f"mask {path} marks no pixel missing (all known); there is nothing to inpaint: "
+                       f"0 (or transparent) marks what is missing")
     return known.float().expand(3, h, w).clone()
 
 

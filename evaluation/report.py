@@ -2,11 +2,14 @@
 (and trace.csv), and the metrics of a restored file as written.
 
 metrics.csv has one row per image (`image`, the metrics, `nfe`, `seconds`,
-`status`) and, when any image succeeded, a last row `mean` over the ok ones.
+`status`) and, when any image succeeded, a last row `mean` over the ok ones. While a run is going
+on, and after one was interrupted, the images not restored have rows NOT_RESTORED and the mean row
+begins INCOMPLETE; `run_complete` tells finished runs from the others.
 """
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -14,7 +17,8 @@ import os
 import torch
 
 from datasets.errors import HGMError
-from datasets.folder import move_aside, read_image
+from datasets.files import atomic_write, write_text
+from datasets.folder import read_image
 from evaluation.metrics import psnr, ssim
 
 log = logging.getLogger("hgm")
@@ -23,41 +27,9 @@ METRIC_FIELDS = ["image", "psnr", "ssim", "psnr_border", "ssim_border", "nfe", "
 COST_FIELDS = ["image", "nfe", "seconds", "status"]
 ORACLE_FIELD = "oracle_best_psnr_over_steps"
 COMPARE_FOLDER = "compare"
+NOT_RESTORED = "not restored (the run did not finish)"  # the status of an image an unfinished run did not reach
+INCOMPLETE = "incomplete"  # how the mean row of an unfinished run begins
 ERROR_GAIN = 5  # the error map shows |restored - ground truth| (mean over channels) times this
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether `path` is `folder` or lies under it (both resolved)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(os.path.join(folder, ""))
-
-
-def check_output_location(out: str, data_path: str | None, keep: dict[str, str | None]) -> None:
-    """Refuse an output folder that is, lies inside, or contains the data folder, and one that is or
-    contains anything in `keep` ({what: path}, e.g. the checkpoint): with or without --overwrite,
-    which would move it aside."""
-    if data_path:
-        if os.path.realpath(out) == os.path.realpath(data_path):
-            raise HGMError(f"-o {out} is the data folder test.data_path; choose an output folder outside it")
-        if _inside(out, data_path):
-            raise HGMError(f"-o {out} is inside the data folder test.data_path={data_path}, where its images "
-                           f"would be read as data; choose an output folder outside it")
-        if _inside(data_path, out):
-            raise HGMError(f"-o {out} contains the data folder test.data_path={data_path}; choose another "
-                           f"output folder")
-    for what, path in keep.items():
-        if path and os.path.exists(path) and _inside(path, out):
-            raise HGMError(f"-o {out} contains {what} {path}; choose another output folder")
-
-
-def prepare_output(out: str, overwrite: bool = False) -> None:
-    """Create the output folder; one that holds results is refused, or with `overwrite` moved aside."""
-    if os.path.isdir(out) and os.listdir(out):
-        if not overwrite:
-            raise HGMError(f"output folder {out} already holds results; choose another -o/--image_folder "
-                           f"or pass --overwrite (the old folder is renamed, not deleted)")
-        log.warning("moved the earlier %s to %s", out, move_aside(out))
-    os.makedirs(out, exist_ok=True)
 
 
 def _number(v: float) -> float | None:
@@ -83,32 +55,45 @@ def _add_oracle(out: str, rows: list[dict], traces: list[tuple[str, int, float]]
     for r in rows:
         if r["image"] in oracle:
             r[ORACLE_FIELD] = round(oracle[r["image"]], 4)
-    with open(os.path.join(out, "trace.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "step", "psnr"])
-        w.writerows((s, k, round(p, 4)) for s, k, p in traces)
+    lines = io.StringIO()
+    w = csv.writer(lines)
+    w.writerow(["image", "step", "psnr"])
+    w.writerows((s, k, round(p, 4)) for s, k, p in traces)
+    write_text(os.path.join(out, "trace.csv"), lines.getvalue())
 
 
-def write_metrics(out: str, rows: list[dict], has_gt: bool, traces: list[tuple[str, int, float]] = ()) -> None:
-    """Write OUT/metrics.csv (rows, then the mean of the ok rows) and, with traces, OUT/trace.csv."""
+def write_metrics(out: str, rows: list[dict], has_gt: bool, traces: list[tuple[str, int, float]] = (),
+                  pending: list[str] = (), quiet: bool = False) -> None:
+    """Write OUT/metrics.csv (rows, then the mean of the ok rows) and, with traces, OUT/trace.csv.
+
+    `pending` names the images the run has not restored (yet): each gets a row with status NOT_RESTORED
+    and the mean row says the run is incomplete, so an interrupted run never reads as a finished one
+    (`run_complete`). The file is replaced whole: a run killed at any moment leaves the last version."""
     fields = METRIC_FIELDS if has_gt else COST_FIELDS
     ok = [r for r in rows if r.get("status") == "ok"]
     if traces:
         fields = fields + [ORACLE_FIELD]
         _add_oracle(out, rows, traces)
-    with open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-        if ok:
-            mean = {"image": "mean", "status": f"{len(ok)} of {len(rows)} ok"}
-            for k in fields[1:]:
-                vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
-                if vals and k != "status":
-                    mean[k] = round(sum(vals) / len(vals), 4)
-            w.writerow(mean)
-    if has_gt and ok:
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    for stem in pending:
+        w.writerow({"image": stem, "status": NOT_RESTORED})
+    n = len(rows) + len(pending)
+    if ok or pending:
+        status = f"{len(ok)} of {n} ok"
+        if pending:
+            status = f"{INCOMPLETE}: {status}, {len(pending)} not restored"
+        mean = {"image": "mean", "status": status}
+        for k in fields[1:]:
+            vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
+            if vals and k != "status":
+                mean[k] = round(sum(vals) / len(vals), 4)
+        w.writerow(mean)
+    write_text(os.path.join(out, "metrics.csv"), text.getvalue())
+    if has_gt and ok and not quiet:
         m = sum(r["psnr"] for r in ok) / len(ok)
         ssims = [r["ssim"] for r in ok if r.get("ssim") is not None]
         log.info("mean over %d image(s): PSNR %.2f dB, SSIM %s -> %s", len(ok), m,
@@ -124,11 +109,27 @@ def read_metrics(folder: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def run_complete(folder: str) -> bool:
+    """Whether FOLDER holds a finished run: a metrics.csv with a row for every image and none left
+    NOT_RESTORED (an interrupted or killed run is not finished; its images may have failed, though)."""
+    try:
+        rows = read_metrics(folder)
+    except HGMError:
+        return False
+    return bool(rows) and not any(r.get("status") == NOT_RESTORED or str(r.get("status", "")).startswith(INCOMPLETE)
+                                  for r in rows)
+
+
 def mean_row(folder: str) -> tuple[dict[str, str], int]:
-    """(the `mean` row of FOLDER/metrics.csv, the number of images it lists)."""
+    """(the `mean` row of FOLDER/metrics.csv, the number of images it lists); an unfinished run is an error."""
     rows = read_metrics(folder)
+    path = os.path.join(folder, "metrics.csv")
+    if not run_complete(folder):
+        left = sum(r.get("status") == NOT_RESTORED for r in rows)
+        raise HGMError(f"{path} is of a run that did not finish ({left} of {len(rows) - 1} image(s) not "
+                       f"restored); run it again")
     if not rows or rows[-1]["image"] != "mean":
-        raise HGMError(f"{os.path.join(folder, 'metrics.csv')} has no mean row (did every image fail?)")
+        raise HGMError(f"{path} has no mean row (did every image fail?)")
     return rows[-1], len(rows) - 1
 
 
@@ -163,8 +164,8 @@ def write_panels(path: str, panels: list[tuple[str, torch.Tensor]], min_width: i
         if scale > 1:
             img = img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
         tiles.append(torch.cat([_label_strip(label, img.shape[-1]), img], dim=-2))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tv_save_image(make_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0), path)
+    grid = make_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0)
+    atomic_write(path, lambda tmp: tv_save_image(grid, tmp, format="png"))
     return path
 
 

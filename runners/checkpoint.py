@@ -1,4 +1,5 @@
-"""Owns checkpoints: plain dicts written atomically, read with weights_only=True, and checked against a config.
+"""Owns checkpoints: plain dicts written atomically with a checksum of their tensors, read with
+weights_only=True (the checksum verified when present, NaN weights refused), and checked against a config.
 
 A checkpoint holds `model`, `optimizer`, `step`, `config` (the resolved config
 as a plain dict), optionally `ema` and `rng`. Before any work, the config a
@@ -7,6 +8,8 @@ checkpoint was trained with is compared with the one asked for.
 from __future__ import annotations
 
 import glob
+import hashlib
+import logging
 import os
 import re
 import zipfile
@@ -14,13 +17,41 @@ import zipfile
 import torch
 
 from datasets.errors import HGMError
+from datasets.files import atomic_write
 from datasets.transforms import Transform, transform_from_config
+
+log = logging.getLogger("hgm")
+
+
+CHECKSUM_KEY = "tensor_sha256"
+
+
+def tensor_checksum(obj: object) -> str:
+    """SHA-256 over every tensor of a checkpoint (names, dtypes, shapes and bytes, in a fixed order),
+    the checksum entry itself left out: a flipped bit in any weight or optimizer state changes it."""
+    h = hashlib.sha256()
+
+    def walk(node, name):
+        if isinstance(node, torch.Tensor):
+            t = node.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}:{t.dtype}:{tuple(node.shape)};".encode())
+            if t.numel():
+                h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(node, dict):
+            for k in sorted(node, key=str):
+                if not (name == "" and k == CHECKSUM_KEY):
+                    walk(node[k], f"{name}/{k}")
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{name}/{i}")
+    walk(obj, "")
+    return h.hexdigest()
 
 
 def atomic_save(obj: dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save `obj` with the checksum of its tensors (verified by load_checkpoint), whole or not at all."""
+    obj = {**obj, CHECKSUM_KEY: tensor_checksum(obj)}
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def strip_module_prefix(state: dict) -> dict:
@@ -39,31 +70,6 @@ def save_checkpoint(state: dict, log_dir: str, step: int) -> None:
     os.makedirs(log_dir, exist_ok=True)
     atomic_save(state, os.path.join(log_dir, "checkpoint.pth"))
     atomic_save(state, os.path.join(log_dir, f"checkpoint_{step}.pth"))
-
-
-def remove_stale_temporaries(log_dir: str) -> list[str]:
-    """Remove the `*.tmp-PID` files a killed process left (those of a running process are kept)."""
-    removed = []
-    for path in glob.glob(os.path.join(glob.escape(log_dir), "*.pth.tmp-*")):
-        pid = path.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        try:
-            os.remove(path)
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, another user's
-        return True
-    return True
 
 
 def _is_torch_file(path: str) -> bool:
@@ -102,7 +108,31 @@ def load_checkpoint(path: str, map_location: torch.device | str = "cpu") -> dict
         raise HGMError(f"cannot read checkpoint {path}: {first}") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise HGMError(f"{path} is not an hgm checkpoint (no 'model' entry)")
+    verify_checksum(ckpt, path)
+    check_finite_weights(ckpt, path)
     return ckpt
+
+
+def verify_checksum(ckpt: dict, path: str) -> None:
+    """A checkpoint whose tensors no longer match the checksum saved with them is refused; older files
+    (and the bundled priors exported before checksums) have none and load as they are."""
+    saved = ckpt.get(CHECKSUM_KEY)
+    if saved is None:
+        log.debug("%s carries no checksum (written before checkpoints had one); not verified", path)
+        return
+    if tensor_checksum(ckpt) != saved:
+        raise HGMError(f"checkpoint {path} is damaged: its tensors do not match the checksum saved with them "
+                       f"(a changed or corrupted file); use another copy")
+
+
+def check_finite_weights(ckpt: dict, path: str) -> None:
+    """NaN or infinite weights can only give NaN scores: refused here, naming the first such tensor, rather
+    than blamed on the sampler's step size later."""
+    for part in ("model", "ema"):
+        for name, t in (ckpt.get(part) or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise HGMError(f"checkpoint {path} holds NaN or infinite weights ({part} {name}); it cannot "
+                               f"be used (the training run that wrote it diverged?)")
 
 
 def existing_checkpoints(log_dir: str) -> list[str]:

@@ -14,6 +14,7 @@ import os
 import yaml
 
 from datasets.errors import HGMError
+from datasets.files import write_text
 from datasets.transforms import canonical_name
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -106,10 +107,12 @@ def _pop_dotted(cfg: dict, key: str) -> None:
 
 def _read_yaml(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise HGMError(f"config {path} is not valid YAML: {e}".splitlines()[0]) from e
+    except UnicodeDecodeError as e:
+        raise HGMError(f"config {path} is not a text file (a YAML config is UTF-8 text)") from e
     if not isinstance(data, dict):
         raise HGMError(f"config {path} must hold a mapping, not {type(data).__name__}")
     return data
@@ -283,7 +286,5 @@ def check_model(cfg: dict) -> dict:
 def dump_config(cfg: dict, path: str, comment: str | None = None) -> None:
     """Write the resolved config; `comment` (main.py --comment) goes on top as YAML comment lines,
     so the file still loads as a config."""
-    with open(path, "w") as f:
-        for line in (comment or "").splitlines():
-            f.write(f"# comment: {line}\n")
-        yaml.safe_dump(cfg, f, sort_keys=False)
+    head = "".join(f"# comment: {line}\n" for line in (comment or "").splitlines())
+    write_text(path, head + yaml.safe_dump(cfg, sort_keys=False))

@@ -122,7 +122,9 @@ class SamplerSettings:
             (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
              "test.sigma_start (one must be set)"),
             (self.start_level is None or self.start_level >= 0, f"test.start_level={self.start_level} (must be >= 0)"),
-            (not self.patch_size or 0 < self.patch_stride <= self.patch_size,
+            (self.patch_size is None or self.patch_size >= 1,
+             f"test.patch_size={self.patch_size} (must be >= 1, or null for whole images)"),
+            (not self.patch_size or self.patch_size < 1 or 0 < self.patch_stride <= self.patch_size,
              f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
         ]
         for ok, what in checks:

@@ -18,13 +18,13 @@ import torch
 from tqdm import tqdm
 
 from datasets.errors import HGMError
+from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
 from evaluation.metrics import psnr
 from evaluation.report import (
-    check_output_location,
+    NOT_RESTORED,
     image_metrics_of_file,
-    prepare_output,
     recorded_cost,
     write_comparison,
     write_metrics,
@@ -45,6 +45,7 @@ from runners.sampler import SamplerDiverged, bars_disabled, level_bar, nfe
 log = logging.getLogger("hgm")
 
 EARLIER_STAGE_FOLDER = "stage1"  # where a progressive run writes the earlier stage's estimates
+MOSTLY_CLIPPED = 0.5  # more unmeasured samples than this far outside [0, 1]: the image fails (above 5 %: a warning)
 
 
 @dataclass
@@ -82,19 +83,20 @@ class RestoreRunner:
 
     def run(self) -> None:
         r = self.setup()
-        prepare_output(r.out, getattr(self.args, "overwrite", False))
-        comment = getattr(self.args, "comment", "")
-        dump_config(self.cfg, os.path.join(r.out, "config.yml"), comment)
-        handler = logging.FileHandler(os.path.join(r.out, "log.txt"))
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        if comment:
-            log.info("comment: %s", comment)
-        try:
-            self.restore_all(r)
-        finally:
-            log.removeHandler(handler)
-            handler.close()
+        with FolderLock(r.out, "output folder"):  # a second run on this -o is refused until this one ends
+            prepare_output(r.out, getattr(self.args, "overwrite", False))
+            comment = getattr(self.args, "comment", "")
+            dump_config(self.cfg, os.path.join(r.out, "config.yml"), comment)
+            handler = logging.FileHandler(os.path.join(r.out, "log.txt"))
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+            if comment:
+                log.info("comment: %s", comment)
+            try:
+                self.restore_all(r)
+            finally:
+                log.removeHandler(handler)
+                handler.close()
 
     def setup(self) -> Restoration:
         """Settings, priors and inputs, every one checked; writes nothing."""
@@ -107,7 +109,7 @@ class RestoreRunner:
         out = args.image_folder or os.path.join(args.run, "restore", doc)
         ckpt_path = tcfg["checkpoint"] or os.path.join(args.run, "logs", doc, "checkpoint.pth")
         mask = str(tcfg["mask"]) if tcfg["task"] == "inpaint" and str(tcfg["mask"]) not in ("random", "box") else None
-        check_output_location(out, tcfg["data_path"], {
+        check_output_location(out, "-o", data={"the data folder test.data_path": tcfg["data_path"]}, keep={
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
@@ -148,10 +150,16 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
         rows, diverged, failed, traces = [], [], [], []
-        try:  # metrics.csv keeps every finished image, whatever stops the run
+        stems = [item.stem for item in r.items]
+        # metrics.csv is rewritten after every image: whatever stops the run (Ctrl-C, kill -9), it lists
+        # every finished image and marks the others NOT_RESTORED, so it never reads as complete
+        write_metrics(r.out, rows, has_gt, pending=stems, quiet=True)
+        try:
             for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
                 try:
                     rows.append(self.restore_and_score(r, item, traces, n_eval, has_gt))
+                except DiskFull:
+                    raise  # every later image would fail the same way
                 except SamplerDiverged as e:
                     log.error("%s: %s; nothing written for it", item.stem, e)
                     diverged.append(item.stem)
@@ -161,8 +169,14 @@ class RestoreRunner:
                     log.error("%s: failed: %s", item.stem, msg)
                     failed.append(f"{item.stem}: {msg}")
                     rows.append({"image": item.stem, "status": f"error: {msg}"})
+                if len(rows) < len(stems):
+                    write_metrics(r.out, rows, has_gt, pending=stems[len(rows):], quiet=True)
         finally:
-            write_metrics(r.out, rows, has_gt, traces)
+            left = stems[len(rows):]
+            write_metrics(r.out, rows, has_gt, traces, pending=left)
+            if left:
+                log.warning("stopped after %d of %d image(s): metrics.csv marks the other %d '%s'; this run "
+                            "is not complete", len(rows), len(stems), len(left), NOT_RESTORED)
         if failed:
             raise HGMError(f"{len(failed) + len(diverged)} of {len(r.items)} image(s) failed ({'; '.join(failed)}"
                            f"{'; diverged: ' + ', '.join(diverged) if diverged else ''}); the others are in {r.out}")
@@ -177,9 +191,12 @@ class RestoreRunner:
         stats: dict = {}
         result, (earlier_nfe, earlier_seconds) = self.restore_one(r, item, traces, stats)
         if schedule_failed(stats):
-            log.warning("%s: %.0f%% of the unmeasured samples ended far outside [0, 1] before clipping: the "
-                        "sampling schedule failed (test.step_lr=%g too large, or too few steps?) and this result "
-                        "is not a restoration", item.stem, 100 * stats["out_of_range"], r.settings.step_lr)
+            far = 100 * stats["out_of_range"]
+            what = (f"{far:.0f}% of the unmeasured samples ended far outside [0, 1] before clipping: the sampling "
+                    f"schedule failed (test.step_lr={r.settings.step_lr:g} too large, or too few steps?)")
+            if stats["out_of_range"] > MOSTLY_CLIPPED:  # clipped noise, not a restoration: the image fails
+                raise HGMError(what)
+            log.warning("%s: %s and this result is not a restoration", item.stem, what)
         seconds = time.time() - t0 + earlier_seconds
         path = os.path.join(r.out, "restored", item.stem + ".png")
         save_image(result, path)

@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from datasets.errors import HGMError
-from datasets.folder import RandomCrops, as_float, move_aside, training_images
+from datasets.files import FolderLock, check_output_location, move_aside, remove_stale_temporaries
+from datasets.folder import RandomCrops, as_float, training_images
 from datasets.transforms import Transform, transform_from_config
 from losses.dsm import anneal_dsm_loss
 from models.ema import EMA
@@ -40,7 +41,6 @@ from runners.checkpoint import (
     existing_checkpoints,
     load_checkpoint,
     model_signature,
-    remove_stale_temporaries,
     save_checkpoint,
     strip_module_prefix,
 )
@@ -135,6 +135,13 @@ def check_settings(cfg: dict, transform: Transform, world: int) -> None:
     if tr["batch_size"] % world:
         raise HGMError(f"training.batch_size={tr['batch_size']} (the global batch) does not divide by "
                        f"the world size {world}")
+
+
+def check_run_location(cfg: dict, log_dir: str, tb_dir: str) -> None:
+    """Refuse run folders that are, lie inside or contain the training data, or contain the warm-start weights."""
+    for folder in (log_dir, tb_dir):
+        check_output_location(folder, "the run folder", data={"the data folder data.path": cfg["data"]["path"]},
+                              keep={"training.init_from": cfg["training"]["init_from"]})
 
 
 def prepare_run_dirs(args: argparse.Namespace, log_dir: str, tb_dir: str) -> None:
@@ -233,6 +240,9 @@ class TrainRunner:
         self.tb_dir = os.path.join(args.run, "tensorboard", args.doc)
         self._log_handler = None
         self.stop = StopSignals()
+        # held by rank 0 from before the run folder is checked until the run ends: a second run on
+        # this --doc is refused at its start, naming this one, instead of overwriting its checkpoints
+        self.lock = FolderLock(self.log_dir, "run folder")
 
     def run(self) -> None:
         try:
@@ -242,13 +252,20 @@ class TrainRunner:
                 log.removeHandler(self._log_handler)
                 self._log_handler.close()
                 self._log_handler = None
+            self.lock.release()
+
+    def claim_run_dir(self) -> None:
+        """Check where the run folder is, lock it, then check what it holds (rank 0)."""
+        check_run_location(self.cfg, self.log_dir, self.tb_dir)
+        self.lock.acquire()
+        prepare_run_dirs(self.args, self.log_dir, self.tb_dir)
 
     def _run(self) -> None:
         transform = transform_from_config(self.cfg)
         check_settings(self.cfg, transform, self.world)
         # distributed.agree(): rank 0 alone checks (and writes) the run folder, but every rank
         # hears the verdict before going on; without torchrun it just calls the function
-        distributed.agree(lambda: prepare_run_dirs(self.args, self.log_dir, self.tb_dir) if self.main else None)
+        distributed.agree(self.claim_run_dir if self.main else lambda: None)
         ckpt = self.resume_checkpoint(transform)
         distributed.agree(self.open_run_dir if self.main else lambda: None)
         dcfg = self.cfg["data"]

@@ -25,7 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as hgm  # noqa: E402
-from datasets.folder import move_aside, read_image  # noqa: E402
+from datasets.errors import HGMError  # noqa: E402
+from datasets.files import FolderLock, check_output_location, move_aside  # noqa: E402
+from datasets.folder import read_image  # noqa: E402
 from evaluation.report import error_map, write_panels  # noqa: E402
 from scripts import make_table, run_baseline  # noqa: E402
 
@@ -83,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.size < 16:
         print(f"error: --size {a.size} is too small (at least 16)", file=sys.stderr)
         return 1
+    try:
+        check_output_location(a.out, "-o", keep={"the prior": a.prior})
+        with FolderLock(a.out, "demo folder"):  # a second demo into this folder is refused while this one runs
+            return demo(a)
+    except HGMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def demo(a: argparse.Namespace) -> int:
     if os.path.isdir(a.out) and os.listdir(a.out):
         print(f"moved the earlier {a.out} to {move_aside(a.out, 'old')}")
     gt = write_images(os.path.join(a.out, "images"), a.size)

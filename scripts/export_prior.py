@@ -3,7 +3,7 @@
 and asked for) in half precision, the config, the step and the losses. No
 optimizer state. The result loads like any checkpoint (`test.checkpoint=...`).
 
-    python scripts/export_prior.py run/logs/cpu_12ch/checkpoint_20000.pth pretrained/cpu_12ch.pth
+    python scripts/export_prior.py run/logs/my_12ch/checkpoint.pth pretrained/my_12ch.pth --card --data_name CBSD432
 """
 import argparse
 import copy
@@ -12,6 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.errors import HGMError  # noqa: E402
 from datasets.transforms import transform_from_config  # noqa: E402
 from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
@@ -46,6 +47,9 @@ def last_parts(path: str | None, n: int = 2) -> str | None:
 def export(src: str, dst: str, use_ema: bool = False) -> dict:
     """Write DST: the weights in half precision and the config without paths of this machine (the
     training data's and warm start's names are kept as `data_name` and `init_from`)."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise HGMError(f"{dst} is the checkpoint being exported; name another file (it would be replaced by "
+                       f"the half-precision prior, without optimizer state)")
     ckpt = load_checkpoint(src)
     weights = ckpt["ema"] if (use_ema and "ema" in ckpt) else ckpt["model"]
     cfg = ckpt["config"]
@@ -151,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     d = load_checkpoint(a.src)["config"]["data"]  # with the data path, to list the held-out images
     out = export(a.src, a.dst, a.ema)
     if a.card:
-        from datasets.errors import HGMError
         from datasets.folder import held_out_paths
         try:
             held = [os.path.basename(x)

@@ -17,10 +17,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.errors import HGMError  # noqa: E402
+from datasets.files import FolderLock, check_output_location, prepare_output  # noqa: E402
 from datasets.folder import save_image  # noqa: E402
 from datasets.inputs import load_inputs  # noqa: E402
 from evaluation.baselines import run_baseline  # noqa: E402
-from evaluation.report import image_metrics_of_file, prepare_output, write_comparison, write_metrics  # noqa: E402
+from evaluation.report import image_metrics_of_file, write_comparison, write_metrics  # noqa: E402
 from runners.config import dump_config, load_config, parse_set  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
 
@@ -49,10 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         sets.append(f"test.image_size={args.image_size}")
     try:
         cfg = load_config("anneal.yml", parse_set(sets))
+        mask = args.mask if args.mask not in ("random", "box") else None
+        check_output_location(args.out, "-o", data={"the data folder --data": args.data}, keep={"the mask": mask})
         items = load_inputs(cfg["test"])
-        prepare_output(args.out, args.overwrite)
-        dump_config(cfg, os.path.join(args.out, "config.yml"))
-        rows = []
+        with FolderLock(args.out, "output folder"):
+            prepare_output(args.out, args.overwrite)
+            dump_config(cfg, os.path.join(args.out, "config.yml"))
+            restore_all(args, items)
+    except HGMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def restore_all(args: argparse.Namespace, items: list) -> None:
+    """Restore and score every input; metrics.csv marks the images an interrupted run did not reach."""
+    rows, stems = [], [item.stem for item in items]
+    try:
         for stem, gt, y, mask in items:
             save_image(y, os.path.join(args.out, "input", stem + ".png"))
             t0 = time.time()
@@ -64,11 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             row.update(image_metrics_of_file(path, gt, args.border))
             rows.append(row)
             logging.info("%s: PSNR %.2f dB", stem, row["psnr"])
-        write_metrics(args.out, rows, True)
-    except HGMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    finally:
+        write_metrics(args.out, rows, True, pending=stems[len(rows):])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 The held-out files are those the prior's training run held out for its validation loss
 (`data.image_size`, `data.val_images` of the prior's own config, seed 0) from the folder
 `--set data.path=DIR` names (exported priors keep no path).
-Prints a table sorted by mean PSNR and writes it to OUT/tune.md.
+Prints a table sorted by mean PSNR and writes it to OUT/tune.md. Only grid points whose every
+image was restored are ranked; a rerun redoes the points that did not finish (Ctrl-C, a kill) and
+keeps the finished ones. The first Ctrl-C stops the whole tuning.
 """
 import argparse
 import itertools
@@ -19,10 +21,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import main as hgm  # noqa: E402
+
+hgm.configure_threads_environment()  # before torch loads: it restores in this process
 from datasets.errors import HGMError  # noqa: E402
+from datasets.files import FolderLock, check_output_location, write_text  # noqa: E402
 from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
 from datasets.inputs import centre_crop  # noqa: E402
-from evaluation.report import mean_row  # noqa: E402
+from evaluation.report import read_metrics, run_complete  # noqa: E402
 from runners.checkpoint import load_checkpoint  # noqa: E402
 from runners.config import load_config, parse_set  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
@@ -50,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     if not d["path"]:
         raise HGMError("data.path is not set: tuning uses the images the prior held out from its training "
                        "folder; pass --set data.path=DIR (the folder the prior was trained on)")
+    check_output_location(a.out, "-o", data={"the data folder data.path": d["path"]}, keep={"the prior": a.prior})
+    with FolderLock(a.out, "tuning folder"):  # a second tuning into this -o is refused while this one runs
+        return tune(a, d)
+
+
+def score(out: str, n: int) -> tuple[float, float, str] | str:
+    """(mean PSNR, mean SSIM, NFE) of a grid point whose n images were all restored, else why not."""
+    rows = read_metrics(out)
+    mean = rows[-1] if rows and rows[-1]["image"] == "mean" else {}
+    if mean.get("status") != f"{n} of {n} ok":
+        failed = [r["image"] for r in rows if r["image"] != "mean" and r.get("status") != "ok"]
+        return f"failed ({n - len(failed)} of {n} ok)"
+    return float(mean["psnr"]), float(mean["ssim"]), mean["nfe"]
+
+
+def tune(a: argparse.Namespace, d: dict) -> int:
+    """Run the grid on the held-out crops of `d` (the prior's data section, with the folder)."""
     paths = held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])[:a.n]
     images = os.path.join(a.out, "images")
     for path in paths:
@@ -65,22 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         name = "_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo)) or "default"
         out = os.path.join(a.out, name)
         sets = [f"{k}={v}" for k, v in zip(keys, combo)] + a.overrides
-        if not os.path.isfile(os.path.join(out, "metrics.csv")):  # a rerun skips finished points
+        if not run_complete(out):  # a rerun keeps finished points and redoes unfinished ones
             rc = hgm.main(["--runner", a.runner, "--config", a.config, "--doc", "tune", "--test", "-o", out,
                            "--overwrite", "--set", f"test.data_path={images}", f"test.checkpoint={a.prior}", *sets])
-            if rc:
+            if rc == 130:  # Ctrl-C: stop here (the point's metrics.csv says it did not finish)
+                raise KeyboardInterrupt(name)
+            if not os.path.isfile(os.path.join(out, "metrics.csv")):
                 results.append((name, float("nan"), float("nan"), "failed"))
                 continue
-        mean, _ = mean_row(out)
-        results.append((name, float(mean["psnr"]), float(mean["ssim"]), mean["nfe"]))
+        s = score(out, len(paths))
+        results.append((name, *s) if isinstance(s, tuple) else (name, float("nan"), float("nan"), s))
     results.sort(key=lambda r: -r[1] if r[1] == r[1] else float("inf"))
     names = ", ".join(os.path.basename(p) for p in paths)
     lines = [f"Tuning on {len(paths)} held-out {a.crop}×{a.crop} crops ({names}) — {a.runner}, {a.config}, "
              f"prior {a.prior}", "", "| setting | PSNR (dB) | SSIM | NFE |", "|---|---|---|---|"]
-    lines += [f"| {n} | {ps:.2f} | {ss:.4f} | {nfe} |" for n, ps, ss, nfe in results]
+    lines += [f"| {n} | {ps:.2f} | {ss:.4f} | {nfe} |" if ps == ps else f"| {n} | – | – | {nfe} |"
+              for n, ps, ss, nfe in results]
     text = "\n".join(lines)
-    with open(os.path.join(a.out, "tune.md"), "w") as f:
-        f.write(text + "\n")
+    write_text(os.path.join(a.out, "tune.md"), text + "\n")
     print(text)
     return 0
 

@@ -226,12 +226,16 @@ def test_restoration_with_a_nan_result_writes_no_image(prior, tmp_path, monkeypa
     assert not os.path.exists(os.path.join(out, "restored", "a.png"))
 
 
-def test_failed_schedule_is_warned(prior, tmp_path, hgm_log):
-    """Item 10: a step size far too large ends at noise, clipped to [0, 1]: warned, not silent."""
+def test_failed_schedule_fails_the_image(prior, tmp_path, hgm_log):
+    """Item 10: a step size far too large ends at noise, clipped to [0, 1]: that image fails (no PNG,
+    an error row, a non-zero exit), never "ok"."""
     data = tmp_path / "data"
     write_image(data / "a.png", seed=1)
-    assert restore(prior, data, str(tmp_path / "o"), "test.step_lr=0.01") == 0
+    assert restore(prior, data, str(tmp_path / "o"), "test.step_lr=0.01") == 1
     assert "schedule failed" in hgm_log.text
+    row = read_rows(str(tmp_path / "o"))[0]
+    assert row["image"] == "a" and "schedule failed" in row["status"], row
+    assert not os.path.exists(tmp_path / "o" / "restored" / "a.png")
     hgm_log.clear()
     assert restore(prior, data, str(tmp_path / "o2")) == 0
     assert "schedule failed" not in hgm_log.text

@@ -279,7 +279,7 @@ def test_zero_frequencies_are_refused_with_a_message(key, tmp_path, image_folder
 
 
 def test_move_aside_never_reuses_a_name(tmp_path):
-    from datasets.folder import move_aside
+    from datasets.files import move_aside
     names = []
     for _ in range(3):
         (tmp_path / "d").mkdir()
