@@ -25,6 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as hgm  # noqa: E402
+
+hgm.configure_threads_environment()  # before torch loads: the demo restores in this process
 from datasets.errors import HGMError  # noqa: E402
 from datasets.files import FolderLock, check_output_location, move_aside  # noqa: E402
 from datasets.folder import read_image  # noqa: E402
