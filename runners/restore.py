@@ -20,6 +20,7 @@ from tqdm import tqdm
 from datasets.errors import HGMError
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
+from datasets.noise import NOISE_AUTO, estimate_noise_sigma, parse_noise_sigma
 from evaluation.metrics import psnr
 from evaluation.report import (
     check_output_location,
@@ -179,8 +180,20 @@ class RestoreRunner:
             log.info("%s: restored (%.1f s)", item.stem, seconds)
         return row
 
+    def noise_level(self, item: RestoreInput) -> float | torch.Tensor:
+        """The measurement's noise on the [0, 1] scale: test.noise_sigma/255, or with auto one estimate
+        per colour channel (datasets.noise.estimate_noise_sigma), logged."""
+        noise = parse_noise_sigma(self.tcfg["noise_sigma"])
+        if noise != NOISE_AUTO:
+            return noise / 255.0
+        est = estimate_noise_sigma(item.y, item.mask)
+        log.info("%s: noise estimated from the measurement (test.noise_sigma=auto): σ R %.2f, G %.2f, B %.2f "
+                 "(0–255 units)", item.stem, *(255 * est).tolist())
+        return est
+
     def earlier_estimate(self, r: Restoration, item: RestoreInput, yd: torch.Tensor,
-                         md: torch.Tensor) -> tuple[torch.Tensor | None, tuple[int, float]]:
+                         md: torch.Tensor,
+                         noise: float | torch.Tensor = 0.0) -> tuple[torch.Tensor | None, tuple[int, float]]:
         """(the earlier stage's estimate on the device or None, its (NFE, seconds))."""
         pcfg = self.tcfg["progressive"]
         if not pcfg["enabled"]:
@@ -190,7 +203,7 @@ class RestoreRunner:
             return earlier, earlier_cost(r.earlier_folder, item.stem)
         settings = r.settings.with_schedule(pcfg["prev_step_lr"], pcfg["prev_n_steps_each"])
         with level_bar(f"{item.stem} stage 1") as bar:
-            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar)
+            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar, noise_sigma=noise)
         save_image(earlier[0], os.path.join(r.out, EARLIER_STAGE_FOLDER, item.stem + ".png"))
         levels = len(r.earlier_prior.sigmas) - settings.start_level
         return earlier, (nfe(levels, settings.n_steps_each, settings.denoise), 0.0)  # its time is in ours
@@ -224,9 +237,11 @@ class RestoreRunner:
     def restore_one(self, r: Restoration, item: RestoreInput, traces: list,
                     stats: dict | None = None) -> tuple[torch.Tensor, tuple[int, float]]:
         yd, md = item.y[None].to(self.device), item.mask[None].to(self.device)
+        noise = self.noise_level(item)
         with torch.inference_mode():
-            earlier, cost = self.earlier_estimate(r, item, yd, md)
+            earlier, cost = self.earlier_estimate(r, item, yd, md, noise)
             with level_bar(item.stem) as bar:
                 result = restore_image(r.prior, yd, md, r.settings, earlier, progress=bar,
-                                       callback=self.trace_callback(r, item, traces), stats=stats)
+                                       callback=self.trace_callback(r, item, traces), stats=stats,
+                                       noise_sigma=noise)
         return result[0].cpu(), cost
