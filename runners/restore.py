@@ -106,6 +106,9 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
+        if tcfg["output_bits"] not in (8, 16):
+            raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
+        parse_noise_sigma(tcfg["noise_sigma"])
         settings = SamplerSettings.from_config(tcfg, cfg["model"]["num_classes"])
         options = PriorOptions.from_config(tcfg)
         r = Restoration(load_prior(ckpt_path, cfg, self.device, options), settings, [], out)
@@ -134,6 +137,10 @@ class RestoreRunner:
                  s.n_steps_each, s.step_lr, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
+        if has_gt:
+            log.info("metrics: PSNR on the 0–255 scale over the three channels, SSIM with data range 1, of each "
+                     "restored file as written (%d bits); 16-bit images are compared at full precision",
+                     tcfg["output_bits"])
         rows, diverged, failed, traces = [], [], [], []
         try:  # metrics.csv keeps every finished image, whatever stops the run
             for item in tqdm(r.items, desc="images", dynamic_ncols=True, disable=len(r.items) < 2 or bars_disabled()):
@@ -169,7 +176,7 @@ class RestoreRunner:
                         "is not a restoration", item.stem, 100 * stats["out_of_range"], r.settings.step_lr)
         seconds = time.time() - t0 + earlier_seconds
         path = os.path.join(r.out, "restored", item.stem + ".png")
-        save_image(result, path)
+        save_image(result, path, bits=self.tcfg["output_bits"])
         write_comparison(r.out, item.stem, item.y, result, item.gt)
         row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
         if has_gt:
