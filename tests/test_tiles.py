@@ -99,3 +99,13 @@ def test_the_progress_bar_counts_tile_evaluations():
     prior, bar = FakePrior(make_transform("identity")), Bar()
     restore_image(prior, y * mask, mask, SETTINGS, progress=bar, tile_size=16, tile_overlap=4)
     assert bar.total == bar.n == 9 * (2 * 2 + 1)  # 3×3 tiles × (2 levels × 2 steps + denoising)
+
+
+def test_the_benchmark_reads_its_sizes_and_names_a_bad_one():
+    from datasets.errors import HGMError
+    from scripts.benchmark_tiles import parse_sizes, synthetic
+    assert parse_sizes("500x500,4000x3000") == [(500, 500), (4000, 3000)]
+    with pytest.raises(HGMError, match="'4000by3000'"):
+        parse_sizes("4000by3000")
+    x = synthetic(30, 40)
+    assert x.shape == (3, 30, 40) and 0 <= float(x.min()) and float(x.max()) <= 1
