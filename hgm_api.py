@@ -44,6 +44,7 @@ _check_own_packages()
 from datasets.arrays import from_unit, to_mask, to_unit  # noqa: E402
 from datasets.errors import HGMError  # noqa: E402
 from datasets.masks import bayer_mask  # noqa: E402
+from datasets.noise import NOISE_AUTO, estimate_noise_sigma, parse_noise_sigma  # noqa: E402
 from evaluation.metrics import psnr as _psnr  # noqa: E402
 from evaluation.metrics import ssim as _ssim  # noqa: E402
 from runners.checkpoint import resolve_checkpoint_path  # noqa: E402
@@ -86,9 +87,18 @@ def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "
     return LoadedPrior(prior, prior.cfg, os.path.splitext(os.path.basename(path))[0], dict(PRESETS))
 
 
+def _test_config(p: LoadedPrior, task: str, config: str | None, sets: dict) -> dict:
+    return load_config(config or p.presets[task], {f"test.{k}": v for k, v in sets.items()})["test"]
+
+
 def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> SamplerSettings:
-    tcfg = load_config(config or p.presets[task], {f"test.{k}": v for k, v in sets.items()})["test"]
-    return SamplerSettings.from_config(tcfg, p.prior.sigmas)
+    return SamplerSettings.from_config(_test_config(p, task, config, sets), p.prior.sigmas)
+
+
+def _noise(tcfg: dict, y: torch.Tensor, m: torch.Tensor) -> float | torch.Tensor:
+    """test.noise_sigma on the [0, 1] scale (auto: estimated from this measurement)."""
+    noise = parse_noise_sigma(tcfg["noise_sigma"])
+    return estimate_noise_sigma(y, m) if noise == NOISE_AUTO else noise / 255.0
 
 
 def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,
@@ -101,7 +111,8 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
     mosaic. inpaint: `mask` is H×W (or H×W×3, or N×H×W for a batch), nonzero/True where a value is
     known; it must leave something missing. `config` names a config whose test.* settings to use
     (default: the prior's preset); keyword arguments override single test.* keys (e.g.
-    n_steps_each=10, step_lr=1e-5). The result equals the input on every measured sample. `seed`
+    n_steps_each=10, step_lr=1e-5; noise_sigma=10 or "auto" for a noisy measurement, 0–255 units, whose
+    measured samples are then estimates). Noiseless, the result equals the input on every measured sample. `seed`
     makes the sampler's noise repeatable (each image of a batch gets the same seed).
     """
     x, kind = to_unit(image, value_range)
@@ -118,13 +129,16 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
         y = x * m
     else:
         raise HGMError(f"unknown task {task!r} (demosaic | inpaint)")
-    settings = _settings(p, task, config, {"task": task, **sets})
+    tcfg = _test_config(p, task, config, {"task": task, **sets})
+    settings = SamplerSettings.from_config(tcfg, p.prior.sigmas)
     dev = p.prior.device
     outs = []
     for i in range(n):
+        noise = _noise(tcfg, y[i], m[i])
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
-            outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings).float().cpu())
+            outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings, noise_sigma=noise,
+                                      tile_size=tcfg["tile_size"], tile_overlap=tcfg["tile_overlap"]).float().cpu())
     return from_unit(torch.cat(outs).clone(), kind)  # a clone: an ordinary tensor, not an inference one
 
 

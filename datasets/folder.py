@@ -2,16 +2,19 @@
 training crops and the held-out split.
 
 Grayscale, palette, RGBA and 16-bit images are converted to RGB; alpha is
-dropped. Unreadable files are skipped with a warning and counted. Every image
-file is first measured from its header, without decoding its data, and one of
-more than MAX_PIXELS pixels is refused (a small compressed file can decode to
-gigabytes).
+dropped. 16-bit PNGs and TIFFs are read at full precision, and an EXIF orientation
+(a camera's "rotate on display" tag) is applied on read and logged, so an image is
+restored as it is shown. Unreadable files are skipped with a warning and counted. Every
+image file is first measured from its header, without decoding its data, and one of more
+than MAX_PIXELS pixels is refused (a small compressed file can decode to gigabytes).
 """
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import torch
@@ -99,19 +102,76 @@ def _from_integer_array(arr):
     return arr.astype(np.float32)
 
 
-def read_array(path: str) -> np.ndarray:
-    """An image file as H×W×3 float32 in [0, 1].
+EXIF_ORIENTATION_TAG = 0x0112
+ORIENTATIONS = {2: "mirrored left-right", 3: "rotated 180°", 4: "mirrored top-bottom",
+                5: "transposed", 6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° anticlockwise"}
 
-    16-bit greyscale PNGs and 16-bit TIFFs (read with tifffile, which
-    scikit-image brings) keep their precision; Pillow reads 16-bit colour PNGs
-    at 8 bits per channel. An image over the pixel limit is refused from its header."""
+
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """H×W[×C] as displayed under EXIF orientation 1–8 (the tag says how to turn the stored pixels)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def exif_orientation(path: str) -> int:
+    """The EXIF orientation of an image file (1 when it has none; TIFFs: their Orientation tag)."""
+    try:
+        if path.lower().endswith((".tif", ".tiff")):
+            import tifffile
+            with tifffile.TiffFile(path) as tif:
+                tag = tif.pages[0].tags.get("Orientation")
+                return int(tag.value) if tag is not None else 1
+        with Image.open(path) as img:
+            return int(img.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # an unreadable tag is no orientation; the pixels are read (or refused) on their own
+        return 1
+
+
+def _apply_orientation(path: str, arr: np.ndarray) -> np.ndarray:
+    o = exif_orientation(path)
+    if o in ORIENTATIONS:
+        log.info("%s: EXIF orientation %d applied on read (%s)", path, o, ORIENTATIONS[o])
+    return orient(arr, o)
+
+
+def _png_bit_depth(path: str) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's header, None for another format."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def read_array(path: str) -> np.ndarray:
+    """An image file as H×W×3 float32 in [0, 1], turned as its EXIF orientation says.
+
+    16-bit PNGs (colour ones decoded by torchvision: Pillow would cut them to 8 bits) and
+    16-bit TIFFs (read with tifffile, which scikit-image brings) keep their precision. An image
+    over the pixel limit is refused from its header."""
     checked_header(path)
+    return _apply_orientation(path, _read_stored(path))
+
+
+def _read_stored(path: str) -> np.ndarray:
+    """read_array without the orientation: the pixels as stored."""
     if path.lower().endswith((".tif", ".tiff")):
         import tifffile
         try:
             return _from_integer_array(tifffile.imread(path))
         except (ValueError, TypeError, tifffile.TiffFileError):
             pass  # compressed or exotic TIFFs: let Pillow try
+    depth = _png_bit_depth(path)
+    if depth is not None and depth[0] == 16 and depth[1] in (2, 4, 6):  # RGB, grey+alpha, RGBA at 16 bits
+        import warnings
+
+        from torchvision.io import ImageReadMode, decode_image, read_file
+        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            x = decode_image(read_file(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=False)
+        return _from_integer_array(x.permute(1, 2, 0).numpy())
     with Image.open(path) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -192,19 +252,52 @@ def usable_paths(paths: list[str], min_size: int | None = None, what: str = "ima
     return good
 
 
-def save_image(x: torch.Tensor, path: str) -> None:
-    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit PNG, rounding to nearest.
+def png16_bytes(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG file (H×W grey or H×W×3 RGB uint16), written here because Pillow writes
+    colour PNGs at 8 bits only: IHDR, one zlib IDAT with the Up filter on every row, IEND."""
+    arr = np.asarray(arr, dtype=np.uint16)
+    h, w = arr.shape[:2]
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    if channels not in (1, 3):
+        raise ValueError(f"png16_bytes takes grey or RGB, got {arr.shape}")
+    rows = arr.astype(">u2").reshape(h, -1).view(np.uint8)
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # the Up filter, modulo 256
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if channels == 3 else 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + chunk(b"IEND", b""))
+
+
+def save_image(x: torch.Tensor, path: str, bits: int = 8) -> None:
+    """Save a 3×H×W (or 1×H×W) tensor in [0, 1] as an 8-bit (or, bits=16, 16-bit) PNG, rounding to nearest.
 
     The file appears whole or not at all (written to a temporary name, then renamed), and an
     image with NaN or infinite values is refused rather than written."""
     x = x.detach().float().cpu()
     if not bool(torch.isfinite(x).all()):
         raise HGMError(f"refusing to write {path}: the image holds NaN or infinite values")
-    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
-    arr = arr.permute(1, 2, 0).numpy()
-    if arr.shape[2] == 1:
-        arr = arr[..., 0]
-    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+    if bits not in (8, 16):
+        raise HGMError(f"cannot write {path} with {bits} bits per sample (8 or 16)")
+    if bits == 16:
+        arr = (x.double().clamp(0, 1) * 65535.0).round().to(torch.int32).permute(1, 2, 0).numpy().astype(np.uint16)
+        data = png16_bytes(arr[..., 0] if arr.shape[2] == 1 else arr)
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(data)
+    else:
+        arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
+        arr = arr.permute(1, 2, 0).numpy()
+        if arr.shape[2] == 1:
+            arr = arr[..., 0]
+
+        def write(tmp):
+            Image.fromarray(arr).save(tmp, format="PNG")
+    atomic_write(path, write)
 
 
 class RandomCrops(torch.utils.data.Dataset):

@@ -14,6 +14,7 @@ import torch
 from datasets.errors import HGMError
 from datasets.folder import list_images, read_image
 from datasets.masks import bayer_mask, mask_for_image
+from datasets.noise import NOISE_AUTO, add_measurement_noise, parse_noise_sigma
 
 TASKS = ("demosaic", "inpaint")
 ESTIMATE_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg")
@@ -91,9 +92,15 @@ def read_mosaic(path: str) -> torch.Tensor:
 
 
 def load_inputs(tcfg: dict) -> list[RestoreInput]:
-    """Every image of test.data_path degraded as test.* says, all checked before any sampling."""
+    """Every image of test.data_path degraded as test.* says, all checked before any sampling.
+    With ground truth and test.noise_sigma > 0 the measurement is noisy: datasets.noise.add_measurement_noise
+    (Gaussian, seeded by the image's name); degraded inputs are taken as given."""
     if tcfg["task"] not in TASKS:
         raise HGMError(f"unknown test.task {tcfg['task']!r} ({' | '.join(TASKS)})")
+    noise = parse_noise_sigma(tcfg.get("noise_sigma"))
+    if noise == NOISE_AUTO and not tcfg["degraded_input"]:
+        raise HGMError("test.noise_sigma=auto estimates the noise of degraded inputs (test.degraded_input=true); "
+                       "to evaluate on ground truth give the noise to add as a number (0–255 units, e.g. 10)")
     if tcfg["degraded_input"] and tcfg["task"] == "inpaint" and str(tcfg["mask"]) in ("random", "box"):
         raise HGMError(f"test.degraded_input=true with test.mask={tcfg['mask']}: the mask of already degraded "
                        f"images must be given; set test.mask to its file or to a folder of masks named like "
@@ -113,7 +120,8 @@ def load_inputs(tcfg: dict) -> list[RestoreInput]:
         if tcfg["task"] == "inpaint":
             log.info("%s: mask %s, %.1f%% of the pixels known", stem, tcfg["mask"], 100 * float(mask[0].mean()))
         gt = None if tcfg["degraded_input"] else x
-        items.append(RestoreInput(stem, gt, x * mask, mask))
+        y = add_measurement_noise(x, mask, noise, stem) if gt is not None and noise else x * mask
+        items.append(RestoreInput(stem, gt, y, mask))
     return items
 
 

@@ -4,6 +4,7 @@ A mask is 3×H×W with 1 where a colour sample is measured.
 """
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 
@@ -17,6 +18,10 @@ from datasets.folder import checked_header
 PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 _CHANNEL = {"r": 0, "g": 1, "b": 2}
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")
+MASK_CONVENTIONS = ("known_white", "fill_white")
+INVERTED_MISSING = 0.5  # a mask file marking more than this missing ...
+INVERTED_KNOWN_AREA = 64  # ... with its known pixels in areas this large on average (not scattered samples) is suspect
+log = logging.getLogger("hgm")
 
 
 def bayer_mask(pattern: str, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -92,10 +97,41 @@ def _mask_values(path: str) -> np.ndarray:
     return arr
 
 
-def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
-    """A mask image that must be H×W: 0 missing, and 1 or 255 (65535 for 16 bits) known, or, with
-    transparency, transparent missing and opaque known; any other value, channels that differ, no
-    known sample or no missing one is an error naming the mask."""
+def check_mask_options(convention: str, threshold: float | None) -> None:
+    if convention not in MASK_CONVENTIONS:
+        raise HGMError(f"test.mask_convention={convention!r} must be known_white (white = known, black = missing) "
+                       f"or fill_white (white = the hole to fill)")
+    if threshold is not None and not 0 < threshold < 1:
+        raise HGMError(f"test.mask_threshold={threshold} must be in (0, 1) (values >= threshold·max are white), "
+                       f"or null for exact black-and-white masks")
+
+
+def warn_if_inverted(path: str, known: torch.Tensor, convention: str) -> None:
+    """Warn when a mask file marks most of the image missing (> INVERTED_MISSING) in large areas:
+    its inverse would be an ordinary hole, so it was likely painted the other way round. Scattered
+    known samples (a random-sampling mask such as masks/random80.png) are not warned about."""
+    missing = 1 - float(known.float().mean())
+    if missing <= INVERTED_MISSING:
+        return
+    from scipy import ndimage
+    _, parts = ndimage.label(known.numpy())
+    if parts and float(known.sum()) / parts >= INVERTED_KNOWN_AREA:
+        other = "fill_white" if convention == "known_white" else "known_white"
+        white = "known" if convention == "known_white" else "the hole to fill"
+        log.warning("mask %s marks %.0f%% of the image missing, in large areas: is it inverted? "
+                    "(test.mask_convention=%s: white = %s; a mask painted the other way needs "
+                    "test.mask_convention=%s)", path, 100 * missing, convention, white, other)
+
+
+def read_mask_file(path: str, h: int, w: int, convention: str = "known_white",
+                   threshold: float | None = None) -> torch.Tensor:
+    """A mask image that must be H×W: black and white, white (1 or 255, 65535 for 16 bits) known
+    and black (0) missing, or with convention fill_white the other way round. With `threshold`
+    in (0, 1) any values are allowed and those >= threshold·max count as white (anti-aliased
+    masks); without it any value other than black and white, channels that differ, or no known
+    sample is an error naming the mask. With transparency, transparent is missing and opaque
+    known. A mask with nothing missing is an error; one that looks inverted is warned about."""
+    check_mask_options(convention, threshold)
     try:
         arr = _mask_values(path)
     except HGMError:
@@ -110,15 +146,24 @@ def read_mask_file(path: str, h: int, w: int) -> torch.Tensor:
     values = np.unique(arr[..., 0])
     allowed = [{0, 1}, {0, 255}, {0, 65535}] if np.issubdtype(arr.dtype, np.integer) else [{0.0, 1.0}]
     scale = next((max(a) for a in allowed if set(values.tolist()) <= a), None)
-    if scale is None:
+    if threshold is not None:
+        top = 1 if scale == 1 or not np.issubdtype(arr.dtype, np.integer) else np.iinfo(arr.dtype).max
+        white = arr[..., 0] >= threshold * top
+    elif scale is None:
         shown = ", ".join(f"{v:g}" for v in values[:8]) + (", …" if len(values) > 8 else "")
-        raise HGMError(f"mask {path} holds the values {shown}; a mask holds 0 (missing) and 255 or 1 (known) only")
-    known = torch.from_numpy(arr[..., 0] == scale)
+        raise HGMError(f"mask {path} holds the values {shown}; a mask holds 0 (black) and 255 or 1 (white) only "
+                       f"(for an anti-aliased mask set test.mask_threshold, e.g. 0.5)")
+    else:
+        white = arr[..., 0] == scale
+    known = torch.from_numpy(white if convention == "known_white" else ~white)
     if not known.any():
-        raise HGMError(f"mask {path} marks every pixel missing (all 0); nothing is measured")
+        colour = "black" if convention == "known_white" else "white"
+        raise HGMError(f"mask {path} marks every pixel missing (all {colour}); nothing is measured")
     if known.all():
         raise HGMError(f"mask {path} marks no pixel missing (all known); there is nothing to inpaint: "
-                       f"0 (or transparent) marks what is missing")
+                       f"black (or transparent) marks what is missing"
+                       + (" (test.mask_convention=fill_white: white)" if convention == "fill_white" else ""))
+    warn_if_inverted(path, known, convention)
     return known.float().expand(3, h, w).clone()
 
 
@@ -139,12 +184,13 @@ def mask_for_image(tcfg: dict, stem: str, h: int, w: int, index: int | None = No
         return random_mask(h, w, tcfg["missing_rate"], generator=g)
     if spec == "box":
         return box_mask(h, w, tcfg["box_size"])
+    options = {"convention": tcfg.get("mask_convention", "known_white"), "threshold": tcfg.get("mask_threshold")}
     if os.path.isdir(spec):
         for ext in MASK_EXTENSIONS:
             p = os.path.join(spec, stem + ext)
             if os.path.isfile(p):
-                return read_mask_file(p, h, w)
+                return read_mask_file(p, h, w, **options)
         raise HGMError(f"no mask named {stem}.png in {spec}")
     if os.path.isfile(spec):
-        return read_mask_file(spec, h, w)
+        return read_mask_file(spec, h, w, **options)
     raise HGMError(f"test.mask={spec!r} is neither random, box, a mask file nor a folder")

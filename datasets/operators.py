@@ -2,7 +2,8 @@
 
 Both tasks of the paper observe a subset of the colour samples: a mask M
 (1 = measured, see datasets/masks.py) of the image's shape. `project` keeps
-every measured value exactly (x ← x − M⊙x + y) and leaves the rest to the prior.
+every measured value exactly (x ← x − M⊙x + y) and leaves the rest to the prior; for a noisy
+measurement, `weigh` combines the measured value with the current estimate instead.
 """
 import torch
 
@@ -19,3 +20,18 @@ class MaskedObservation:
     def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Data consistency: measured samples set exactly to y, the rest kept."""
         return torch.where(self.mask > 0.5, y, x)
+
+    def weigh(self, x: torch.Tensor, y: torch.Tensor, noise_sigma: float | torch.Tensor, step: float) -> torch.Tensor:
+        """Data consistency for a noisy measurement y = M ⊙ (x* + s·z): at measured samples
+        x ← (s²·x + η·y) / (η + s²), the rest kept.
+
+        This is the proximal step of the data term ‖M⊙x − y‖² / (2s²) with the sampler's step η:
+        argmin_u ‖u − x‖²/(2η) + ‖M⊙u − y‖²/(2s²), i.e. the posterior mean of a Gaussian around x
+        of variance η combined with the measurement. Alternating it with a gradient step of size η
+        on the prior is forward–backward splitting, whose fixed point is the maximum of
+        prior × likelihood whatever η (proximal Langevin with noise injected); weighting by σ_i²
+        instead would reach that point only for η = σ_i². `noise_sigma` s (the [0, 1] scale) is a
+        number or a tensor broadcast against x (e.g. 1×3×1×1 for one level per colour channel).
+        With s = 0 call `project`: this form divides η·y by η, which is y only up to rounding."""
+        s2 = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device) ** 2
+        return torch.where(self.mask > 0.5, (s2 * x + step * y) / (step + s2), x)

@@ -36,6 +36,8 @@ NULLABLE = {
     "test.progressive.prev_folder": str,
     "test.progressive.prev_step_lr": float,
     "test.progressive.prev_n_steps_each": int,
+    "test.noise_sigma": (float, int, str),  # a number or "auto" (datasets.noise.parse_noise_sigma checks it)
+    "test.mask_threshold": float,
 }
 
 
@@ -184,6 +186,8 @@ def parse_set(items: list[str] | None) -> dict:
 
 
 def _type_name(t):
+    if isinstance(t, tuple):
+        return " or ".join(dict.fromkeys(_type_name(k) for k in t))
     return {float: "a number", int: "an integer", bool: "true/false", str: "a string",
             list: "a list"}.get(t, t.__name__)
 

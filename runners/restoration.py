@@ -18,6 +18,7 @@ from models.ncsn import build_model
 from runners.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
 from runners.patches import from_patches, pad_to_multiple, to_patches
 from runners.sampler import UPDATE_RULES, annealed_langevin
+from runners.tiles import TiledScore
 
 INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
 CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
@@ -226,7 +227,8 @@ def _step_hook(progress: tqdm | None, callback: Callable | None, part: tuple[int
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
-                  stats: dict | None = None) -> torch.Tensor:
+                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0,
+                  tile_size: int | None = None, tile_overlap: int = 64) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 
     Sizes the transform or the network cannot take are padded (the padding is
@@ -237,8 +239,14 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     image with patches None, else of patches [first, last) of `patch_layout`'s
     order (`runners.patches.to_patches`); `stats`, a dict, gets "out_of_range": the
     fraction of unmeasured samples of the final iterate more than OUT_OF_RANGE_MARGIN outside
-    [0, 1] before clipping (see `schedule_failed`). Returns 1×3×H×W in [0, 1]
-    whose measured samples equal y exactly.
+    [0, 1] before clipping (see `schedule_failed`). `noise_sigma`: the measurement's noise level
+    on the [0, 1] scale, a number or one per colour channel (3 values). Returns 1×3×H×W in [0, 1]
+    whose measured samples equal y exactly when noise_sigma is 0; otherwise every data-consistency
+    step, the last included, weighs y against the iterate (`MaskedObservation.weigh`) and the
+    measured samples are estimates, not the noisy values. `tile_size`: a whole image (no patches)
+    with a side longer than this many pixels has its score evaluated in overlapping tiles of this
+    size sharing `tile_overlap` pixels, blended into one score per step (runners/tiles.py), so the
+    network's memory is that of one tile; the bar then counts tile evaluations.
     """
     t = prior.transform
     settings = settings.for_levels(prior.sigmas)
@@ -257,9 +265,23 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
-    if progress is not None:  # one bar step per sampler step of every chunk
-        progress.total = -(-ys.shape[0] // chunk) * (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    score_fn, steps = prior.score, (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    if layout is None and tile_size and max(h, w) > tile_size:
+        small = 2 * t.size_multiple
+        ratio = t.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel
+        score_fn = TiledScore(prior.score, (int(ys.shape[-2] * ratio), int(ys.shape[-1] * ratio)),
+                              max(2, int(tile_size * ratio) // 2 * 2), int(tile_overlap * ratio),
+                              on_tile=None if progress is None else (lambda bar=progress: bar.update(1)))
+        if progress is not None:  # one bar step per tile evaluation
+            progress.total = len(score_fn) * (steps + int(settings.denoise))
+            progress.refresh()
+            progress = None  # the tiles move it, not the steps
+    elif progress is not None:  # one bar step per sampler step of every chunk
+        progress.total = -(-ys.shape[0] // chunk) * steps
         progress.refresh()
+    sig = torch.as_tensor(noise_sigma, dtype=ys.dtype, device=ys.device).reshape(-1)
+    noisy = bool((sig > 0).any())
+    sig = sig.view(1, -1, 1, 1) if sig.numel() == 3 else sig.reshape(())
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, op = ys[k:k + chunk], MaskedObservation(ms[k:k + chunk])
@@ -268,17 +290,23 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         def project(v, op=op, yk=yk):
             return t.forward(op.project(t.inverse(v), yk))
 
-        xk = annealed_langevin(prior.score, t.forward(inits[k:k + chunk]), prior.sigmas, settings.step_lr,
+        def weigh(v, eta, op=op, yk=yk):
+            return t.forward(op.weigh(t.inverse(v), yk, sig, eta))
+
+        xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings.step_lr,
                                settings.n_steps_each, update=settings.update, project=project,
                                earlier=None if earliers is None else t.forward(earliers[k:k + chunk]),
                                earlier_weight=settings.earlier_weight if earliers is not None else 1.0,
                                start_level=settings.start_level, denoise=settings.denoise,
-                               temperature=settings.temperature, on_step=on_step)
+                               temperature=settings.temperature, on_step=on_step,
+                               consistency=weigh if noisy else None)
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
     if stats is not None:
         stats["out_of_range"] = out_of_range_fraction(out, mask)
+    if noisy:  # the sampler's last step weighed the measurement; reinserting it would put the noise back
+        return out.clamp(0, 1)
     # clip, then enforce the measurement once more: overlap averaging is exact
     # for identical values, but this makes it a guarantee
     return MaskedObservation(mask).project(out.clamp(0, 1), y)

@@ -21,6 +21,7 @@ from datasets.errors import HGMError
 from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
+from datasets.noise import NOISE_AUTO, estimate_noise_sigma, parse_noise_sigma
 from evaluation.metrics import psnr
 from evaluation.report import (
     NOT_RESTORED,
@@ -113,6 +114,12 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
+        if tcfg["tile_size"] < 0 or tcfg["tile_overlap"] < 0:
+            raise HGMError(f"test.tile_size={tcfg['tile_size']} and test.tile_overlap={tcfg['tile_overlap']} must be "
+                           f">= 0 (tile_size 0: never tile)")
+        if tcfg["output_bits"] not in (8, 16):
+            raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
+        parse_noise_sigma(tcfg["noise_sigma"])
         SamplerSettings.from_config(tcfg)  # settings errors before the checkpoint is read
         options = PriorOptions.from_config(tcfg)
         requested = {k: v for k, v in self.explicit.items() if k in MODEL_KEYS}
@@ -149,6 +156,10 @@ class RestoreRunner:
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "", r.out)
         has_gt = not tcfg["degraded_input"]
+        if has_gt:
+            log.info("metrics: PSNR on the 0–255 scale over the three channels, SSIM with data range 1, of each "
+                     "restored file as written (%d bits); 16-bit images are compared at full precision",
+                     tcfg["output_bits"])
         rows, diverged, failed, traces = [], [], [], []
         stems = [item.stem for item in r.items]
         # metrics.csv is rewritten after every image: whatever stops the run (Ctrl-C, kill -9), it lists
@@ -199,7 +210,7 @@ class RestoreRunner:
             log.warning("%s: %s and this result is not a restoration", item.stem, what)
         seconds = time.time() - t0 + earlier_seconds
         path = os.path.join(r.out, "restored", item.stem + ".png")
-        save_image(result, path)
+        save_image(result, path, bits=self.tcfg["output_bits"])
         write_comparison(r.out, item.stem, item.y, result, item.gt)
         row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
         if has_gt:
@@ -210,8 +221,20 @@ class RestoreRunner:
             log.info("%s: restored (%.1f s)", item.stem, seconds)
         return row
 
+    def noise_level(self, item: RestoreInput) -> float | torch.Tensor:
+        """The measurement's noise on the [0, 1] scale: test.noise_sigma/255, or with auto one estimate
+        per colour channel (datasets.noise.estimate_noise_sigma), logged."""
+        noise = parse_noise_sigma(self.tcfg["noise_sigma"])
+        if noise != NOISE_AUTO:
+            return noise / 255.0
+        est = estimate_noise_sigma(item.y, item.mask)
+        log.info("%s: noise estimated from the measurement (test.noise_sigma=auto): σ R %.2f, G %.2f, B %.2f "
+                 "(0–255 units)", item.stem, *(255 * est).tolist())
+        return est
+
     def earlier_estimate(self, r: Restoration, item: RestoreInput, yd: torch.Tensor,
-                         md: torch.Tensor) -> tuple[torch.Tensor | None, tuple[int, float]]:
+                         md: torch.Tensor,
+                         noise: float | torch.Tensor = 0.0) -> tuple[torch.Tensor | None, tuple[int, float]]:
         """(the earlier stage's estimate on the device or None, its (NFE, seconds))."""
         pcfg = self.tcfg["progressive"]
         if not pcfg["enabled"]:
@@ -221,7 +244,7 @@ class RestoreRunner:
             return earlier, earlier_cost(r.earlier_folder, item.stem)
         settings = r.settings.with_schedule(pcfg["prev_step_lr"], pcfg["prev_n_steps_each"])
         with level_bar(f"{item.stem} stage 1") as bar:
-            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar)
+            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar, noise_sigma=noise)
         save_image(earlier[0], os.path.join(r.out, EARLIER_STAGE_FOLDER, item.stem + ".png"))
         settings = settings.for_levels(r.earlier_prior.sigmas)
         levels = len(r.earlier_prior.sigmas) - settings.start_level
@@ -256,9 +279,12 @@ class RestoreRunner:
     def restore_one(self, r: Restoration, item: RestoreInput, traces: list,
                     stats: dict | None = None) -> tuple[torch.Tensor, tuple[int, float]]:
         yd, md = item.y[None].to(self.device), item.mask[None].to(self.device)
+        noise = self.noise_level(item)
         with torch.inference_mode():
-            earlier, cost = self.earlier_estimate(r, item, yd, md)
+            earlier, cost = self.earlier_estimate(r, item, yd, md, noise)
             with level_bar(item.stem) as bar:
                 result = restore_image(r.prior, yd, md, r.settings, earlier, progress=bar,
-                                       callback=self.trace_callback(r, item, traces), stats=stats)
+                                       callback=self.trace_callback(r, item, traces), stats=stats,
+                                       noise_sigma=noise, tile_size=self.tcfg["tile_size"],
+                                       tile_overlap=self.tcfg["tile_overlap"])
         return result[0].cpu(), cost

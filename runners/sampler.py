@@ -72,7 +72,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
                       earlier: torch.Tensor | None = None, earlier_weight: float = 1.0, start_level: int = 0,
                       denoise: bool = False, temperature: float = 1.0,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
-                      divergence_limit: float = 1e4) -> torch.Tensor:
+                      divergence_limit: float = 1e4,
+                      consistency: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
 
     score_fn(x, labels) -> score; x: B×C×H×W initial state.
@@ -87,18 +88,25 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     temperature: scales the injected noise (1: Langevin dynamics; < 1 samples a
     sharpened density, moving the result towards a mode of the posterior).
     on_step(step, x): called after every step (traces, progress bars).
+    consistency(x, eta) -> x: data consistency that depends on the step η (a noisy measurement,
+    MaskedObservation.weigh); when given it replaces `project`: after each step with that step's η,
+    at the start with the first level's η, and after the final denoising step with η = σ_L² (the
+    Tweedie step is a gradient step of that size).
     """
-    project = project or (lambda v: v)
+    if consistency is None:
+        project = project or (lambda v: v)
+        consistency = lambda v, eta: project(v)  # noqa: E731
     if update not in UPDATE_RULES:
         raise ValueError(f"unknown update {update!r} ({' | '.join(UPDATE_RULES)})")
     if not 0 <= start_level < len(sigmas):
         raise ValueError(f"start level {start_level} is outside the {len(sigmas)} noise levels")
     rule = UPDATE_RULES[update]
-    x = project(x)
+    etas = step_sizes(sigmas, step_lr)
+    x = consistency(x, etas[start_level])
     read_at = x
     b = x.shape[0]
     step = 0
-    for i, (sigma, eta) in enumerate(zip(sigmas, step_sizes(sigmas, step_lr))):
+    for i, (sigma, eta) in enumerate(zip(sigmas, etas)):
         if i < start_level:
             continue
         sigma = float(sigma)
@@ -108,7 +116,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
             x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
             if earlier is not None:
                 x = x - (earlier_weight * eta / sigma ** 2) * (x - earlier)
-            x = project(x)
+            x = consistency(x, eta)
             read_at = rule.read_point(x, noise_scale)
             step += 1
             if on_step is not None:
@@ -119,7 +127,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
                                   f"(sigma {sigma:.4g}); step_lr={step_lr:g} is too large for this prior")
     if denoise:
         labels = torch.full((b,), len(sigmas) - 1, dtype=torch.long, device=x.device)
-        x = project(x + float(sigmas[-1]) ** 2 * score_fn(x, labels))
+        last = float(sigmas[-1]) ** 2
+        x = consistency(x + last * score_fn(x, labels), last)
     return x
 
 

@@ -6,6 +6,7 @@ Degradation, masks (datasets/inputs.py), output layout and metrics.csv
 with like:
 
     python scripts/run_baseline.py --method malvar --task demosaic --data $DATA/kodak24 -o out/malvar
+    python scripts/run_baseline.py --method menon+nlm --noise_sigma 10 --task demosaic --data $DATA/kodak24 -o out/nlm10
     python scripts/run_baseline.py --method biharmonic --task inpaint --mask masks/text.png \
         --image_size 256 --data $DATA/kodak24 -o out/biharmonic_text
 """
@@ -20,7 +21,7 @@ from datasets.errors import HGMError  # noqa: E402
 from datasets.files import FolderLock, check_output_location, prepare_output  # noqa: E402
 from datasets.folder import save_image  # noqa: E402
 from datasets.inputs import load_inputs  # noqa: E402
-from evaluation.baselines import run_baseline  # noqa: E402
+from evaluation.baselines import NOISY_DEMOSAIC_BASELINES, run_baseline  # noqa: E402
 from evaluation.report import image_metrics_of_file, write_comparison, write_metrics  # noqa: E402
 from runners.config import dump_config, load_config, parse_set  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
@@ -29,9 +30,14 @@ from scripts.cli import one_line_errors  # noqa: E402
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True, choices=["bilinear", "malvar", "menon", "biharmonic", "telea", "ns"],
+    p.add_argument("--method", required=True,
+                   choices=["bilinear", "malvar", "menon", "biharmonic", "telea", "ns", *NOISY_DEMOSAIC_BASELINES],
                    help="demosaicking: bilinear, malvar, menon (Menon 2007); inpainting: biharmonic, telea, ns "
-                        "(OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless)")
+                        "(OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless); noisy "
+                        "demosaicking: menon+nlm, menon+wavelet, menon+bm3d and the reverse orders")
+    p.add_argument("--noise_sigma", type=float, default=0.0,
+                   help="Gaussian noise added to the measurement, 0–255 units (seeded by each image's name, "
+                        "as test.noise_sigma of the restore runner)")
     p.add_argument("--task", required=True, choices=["demosaic", "inpaint"])
     p.add_argument("--data", required=True, help="ground-truth images")
     p.add_argument("-o", "--out", required=True)
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     sets = [f"test.task={args.task}", f"test.data_path={args.data}", f"test.mask={args.mask}",
-            f"test.missing_rate={args.missing_rate}", f"test.pattern={args.pattern}", f"test.border={args.border}"]
+            f"test.missing_rate={args.missing_rate}", f"test.pattern={args.pattern}", f"test.border={args.border}",
+            f"test.noise_sigma={args.noise_sigma}"]
     if args.image_size:
         sets.append(f"test.image_size={args.image_size}")
     try:
@@ -70,7 +77,7 @@ def restore_all(args: argparse.Namespace, items: list) -> None:
         for stem, gt, y, mask in items:
             save_image(y, os.path.join(args.out, "input", stem + ".png"))
             t0 = time.time()
-            result = run_baseline(args.method, y, mask, args.pattern)
+            result = run_baseline(args.method, y, mask, args.pattern, noise_sigma=args.noise_sigma / 255)
             path = os.path.join(args.out, "restored", stem + ".png")
             save_image(result, path)
             write_comparison(args.out, stem, y, result, gt)

@@ -110,3 +110,14 @@ def test_importable_from_the_clone_or_with_pythonpath(where, tmp_path):
                           cwd=REPO if where == "clone" else str(tmp_path), env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "3", proc.stderr
+
+
+def test_a_noisy_measurement_is_weighed_not_kept(prior):
+    x = image().astype(np.float32) / 255
+    m = hgm_api.bayer_mask("rggb", 24, 28).permute(1, 2, 0).numpy()
+    noisy = np.clip(x + np.random.default_rng(0).normal(0, 10 / 255, x.shape).astype(np.float32), 0, 1)
+    kept = hgm_api.demosaic(prior, noisy, n_steps_each=1)
+    weighed = hgm_api.demosaic(prior, noisy, n_steps_each=1, noise_sigma=10)
+    assert np.array_equal(kept[m > 0], noisy[m > 0])  # noiseless: the measurement exactly
+    assert not np.allclose(weighed[m > 0], noisy[m > 0])  # noisy: the measured samples are estimates
+    assert hgm_api.metrics(weighed, x)["psnr"] > hgm_api.metrics(kept, x)["psnr"]
