@@ -143,7 +143,7 @@ def test_checkpoints_carry_a_checksum_and_older_ones_still_load(prior, tmp_path)
     load_checkpoint(ckpt)
     old = torch.load(ckpt, weights_only=True)
     old.pop("tensor_sha256")
-    torch.save(old, tmp_path / "old.pth")  # written before checkpoints had a checksum (the bundled priors)
+    torch.save(old, tmp_path / "old.pth")  # written before checkpoints had a checksum
     assert load_checkpoint(str(tmp_path / "old.pth"))["step"] == 2
     with pytest.raises(HGMError, match="flip.pth is damaged"):
         load_checkpoint(flip_a_weight_bit(ckpt, tmp_path / "flip.pth"))

@@ -207,3 +207,10 @@ def test_bundled_priors_store_no_path_of_the_machine_they_were_trained_on(path):
         assert value is None, f"{os.path.basename(path)} stores {key}={value!r}"
     text = repr(cfg)
     assert "/work/" not in text and "/home/" not in text and "/root/" not in text
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=os.path.basename)
+def test_bundled_priors_carry_a_checksum_of_their_weights(path):
+    from runners.checkpoint import tensor_checksum
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["tensor_sha256"] == tensor_checksum(ckpt)
