@@ -84,7 +84,7 @@ def test_a_step_scale_gives_the_same_step_at_a_given_sigma_for_any_prior():
         steps_at[(first, last)] = s.step_lr / last ** 2
         assert abs(float(sigmas[s.start_level]) - 0.039) / 0.039 < 0.3
     assert max(steps_at.values()) == pytest.approx(min(steps_at.values()), rel=1e-9)
-    assert steps_at[(0.2, 0.005)] == pytest.approx(0.2)
+    assert steps_at[(0.2, 0.005)] == pytest.approx(tcfg["step_scale"], rel=1e-6)
 
 
 def test_the_form_given_last_wins_and_one_file_cannot_give_both(tmp_path):
