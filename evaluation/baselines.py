@@ -14,6 +14,7 @@ clipped to [0, 1], with every measured sample unchanged.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -229,12 +230,11 @@ def menon_demosaic(mosaic: torch.Tensor, pattern: str = "rggb", refine: bool = T
 
 # ---------------------------------------------------------------- inpainting
 
-def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Biharmonic inpainting (scikit-image) of the pixels where mask == 0.
-
-    The mask is per pixel (its first channel is used); mask 3×H×W is broadcast
-    over a batch.
-    """
+def _inpaint_each(image: torch.Tensor, mask: torch.Tensor,
+                  fill: Callable[[torch.Tensor, np.ndarray], torch.Tensor]) -> torch.Tensor:
+    """The pixels where mask == 0 filled image by image: fill(3×H×W image, H×W bool missing) -> 3×H×W.
+    The mask is per pixel (its first channel is used); mask 3×H×W is broadcast over a batch. Known
+    pixels are kept exactly; images with nothing missing are returned as they are."""
     x, single = _as_batch(image, "image")
     mk, _ = _as_batch(mask, "mask")
     b, _, h, w = x.shape
@@ -243,43 +243,38 @@ def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     known = (mk[:, :1] > 0.5).expand(b, 3, h, w)
     out = x.clone()
     for n in range(b):
-        missing = ~known[n, 0].cpu().numpy()
-        if not missing.any():
-            continue
-        if missing.all():
-            raise ValueError("biharmonic_inpaint needs at least one known pixel")
-        img = x[n].detach().cpu().double().permute(1, 2, 0).numpy()
-        filled = inpaint_biharmonic(img, missing, channel_axis=-1)
-        out[n] = torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1).to(x.device, x.dtype)
+        missing = (~known[n, 0]).cpu().numpy()
+        if missing.any():
+            out[n] = fill(x[n].detach().cpu(), missing).to(x.device, x.dtype)
     out = torch.where(known, x, out).clamp(0, 1)
     return out[0] if single else out
 
 
+def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Biharmonic inpainting (scikit-image) of the pixels where mask == 0 (see `_inpaint_each`)."""
+    def fill(img, missing):
+        if missing.all():
+            raise ValueError("biharmonic_inpaint needs at least one known pixel")
+        filled = inpaint_biharmonic(img.double().permute(1, 2, 0).numpy(), missing, channel_axis=-1)
+        return torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1)
+    return _inpaint_each(image, mask, fill)
+
+
 def opencv_inpaint(image: torch.Tensor, mask: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
-    """OpenCV's inpainting of the pixels where mask == 0: Telea 2004 (fast marching) or
-    Bertalmio et al. 2001 (Navier-Stokes), on the 8-bit image, `radius` pixels around each
-    missing one. Needs the optional package opencv-python-headless (imported only here)."""
+    """OpenCV's inpainting of the pixels where mask == 0 (see `_inpaint_each`): Telea 2004 (fast
+    marching) or Bertalmio et al. 2001 (Navier-Stokes), on the 8-bit image, `radius` pixels around
+    each missing one. Needs the optional package opencv-python-headless (imported only here)."""
     try:
         import cv2
     except ImportError as e:
         raise HGMError(f"the {method} baseline needs OpenCV: pip install opencv-python-headless") from e
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-    x, single = _as_batch(image, "image")
-    mk, _ = _as_batch(mask, "mask")
-    b, _, h, w = x.shape
-    if mk.shape[-2:] != (h, w) or mk.shape[0] not in (1, b):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not fit image shape {tuple(image.shape)}")
-    known = (mk[:, :1] > 0.5).expand(b, 3, h, w)
-    out = x.clone()
-    for n in range(b):
-        missing = (~known[n, 0]).cpu().numpy().astype(np.uint8)
-        if not missing.any():
-            continue
-        img = (x[n].detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        filled = cv2.inpaint(np.ascontiguousarray(img), missing, radius, flag)
-        out[n] = torch.from_numpy(filled).permute(2, 0, 1).to(x.device, x.dtype) / 255
-    out = torch.where(known, x, out).clamp(0, 1)
-    return out[0] if single else out
+
+    def fill(img, missing):
+        img8 = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        filled = cv2.inpaint(np.ascontiguousarray(img8), missing.astype(np.uint8), radius, flag)
+        return torch.from_numpy(filled).permute(2, 0, 1).float() / 255
+    return _inpaint_each(image, mask, fill)
 
 
 # ---------------------------------------------------------------- noisy demosaicking
