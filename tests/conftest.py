@@ -35,6 +35,17 @@ def write_rgb_images(folder, n=4, size=(IMAGE_H, IMAGE_W), seed=0, ext="png"):
     return out
 
 
+def train_tiny_prior(root, n_images=3, *sets):
+    """Train a 3ch prior on tiny.yml for two steps (so it is a real checkpoint, with a checksum) on
+    `n_images` random images in ROOT/train; returns (its checkpoint.pth, the training folder)."""
+    import main as hgm_main
+    write_rgb_images(os.path.join(root, "train"), n=n_images)
+    run = os.path.join(root, "run")
+    assert hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "rgb", "--run", run,
+                          "--set", f"data.path={os.path.join(root, 'train')}", *sets, "training.n_iters=2"]) == 0
+    return os.path.join(run, "logs", "rgb", "checkpoint.pth"), os.path.join(root, "train")
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """A folder with four random 40×48 RGB PNGs."""

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import main as hgm_main
-from conftest import write_rgb_images
+from conftest import train_tiny_prior, write_rgb_images
 from datasets.errors import HGMError
 from datasets.files import DiskFull, atomic_write
 from runners.checkpoint import load_checkpoint
@@ -22,12 +22,9 @@ from runners.checkpoint import load_checkpoint
 def prior(tmp_path_factory):
     """A tiny 3ch prior (two steps, so it carries a checksum) and a folder of test images."""
     root = tmp_path_factory.mktemp("prior")
-    write_rgb_images(root / "train", n=3)
-    run = str(root / "run")
-    assert hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "rgb", "--run", run,
-                          "--set", f"data.path={root / 'train'}", "training.n_iters=2"]) == 0
+    ckpt, _ = train_tiny_prior(str(root))
     write_rgb_images(root / "test", n=1, size=(24, 28))
-    return os.path.join(run, "logs", "rgb", "checkpoint.pth"), str(root / "test")
+    return ckpt, str(root / "test")
 
 
 def flip_a_weight_bit(src, dst):

@@ -10,9 +10,8 @@ import time
 import pytest
 from PIL import Image
 
-import main as hgm_main
 import runners.restore as restore_mod
-from conftest import REPO, subprocess_env, write_rgb_images
+from conftest import REPO, subprocess_env, train_tiny_prior, write_rgb_images
 from datasets.errors import HGMError
 from evaluation.report import NOT_RESTORED, mean_row, read_metrics, run_complete
 from scripts import make_table, tune
@@ -21,12 +20,7 @@ from scripts import make_table, tune
 @pytest.fixture(scope="module")
 def prior(tmp_path_factory):
     """A tiny 3ch prior (two steps) and the folder it trained on (two images held out)."""
-    root = tmp_path_factory.mktemp("prior")
-    write_rgb_images(root / "train", n=5)
-    run = str(root / "run")
-    assert hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "rgb", "--run", run,
-                          "--set", f"data.path={root / 'train'}", "data.val_images=2", "training.n_iters=2"]) == 0
-    return os.path.join(run, "logs", "rgb", "checkpoint.pth"), str(root / "train")
+    return train_tiny_prior(str(tmp_path_factory.mktemp("prior")), 5, "data.val_images=2")
 
 
 class CountingRestore:

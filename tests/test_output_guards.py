@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import main as hgm_main
-from conftest import REPO, subprocess_env, write_rgb_images
+from conftest import REPO, subprocess_env, train_tiny_prior, write_rgb_images
 from datasets.errors import HGMError
 from datasets.files import FolderLock, lock_path
 from scripts import run_baseline, tune
@@ -80,12 +80,7 @@ def test_a_second_training_on_the_same_doc_is_refused_at_its_start(tmp_path, ima
 
 @pytest.fixture(scope="module")
 def prior(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prior")
-    write_rgb_images(root / "train", n=3)
-    run = str(root / "run")
-    assert hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "rgb", "--run", run,
-                          "--set", f"data.path={root / 'train'}", "training.n_iters=2"]) == 0
-    return os.path.join(run, "logs", "rgb", "checkpoint.pth")
+    return train_tiny_prior(str(tmp_path_factory.mktemp("prior")))[0]
 
 
 def test_a_second_overwriting_restoration_to_the_same_output_is_refused(prior, tmp_path, capfd):
