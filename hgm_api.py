@@ -44,7 +44,7 @@ _check_own_packages()
 from datasets.arrays import from_unit, to_mask, to_unit  # noqa: E402
 from datasets.errors import HGMError  # noqa: E402
 from datasets.masks import bayer_mask  # noqa: E402
-from datasets.noise import NOISE_AUTO, estimate_noise_sigma, parse_noise_sigma  # noqa: E402
+from datasets.noise import noise_level  # noqa: E402
 from evaluation.metrics import psnr as _psnr  # noqa: E402
 from evaluation.metrics import ssim as _ssim  # noqa: E402
 from runners.checkpoint import resolve_checkpoint_path  # noqa: E402
@@ -95,12 +95,6 @@ def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> Samp
     return SamplerSettings.from_config(_test_config(p, task, config, sets), p.prior.sigmas)
 
 
-def _noise(tcfg: dict, y: torch.Tensor, m: torch.Tensor) -> float | torch.Tensor:
-    """test.noise_sigma on the [0, 1] scale (auto: estimated from this measurement)."""
-    noise = parse_noise_sigma(tcfg["noise_sigma"])
-    return estimate_noise_sigma(y, m) if noise == NOISE_AUTO else noise / 255.0
-
-
 def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,
             seed: int = 0, value_range=None, **sets):
     """Restore `image` for `task` ('demosaic' or 'inpaint') with prior `p`; returns the same kind.
@@ -134,7 +128,7 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
     dev = p.prior.device
     outs = []
     for i in range(n):
-        noise = _noise(tcfg, y[i], m[i])
+        noise = noise_level(tcfg["noise_sigma"], y[i], m[i])
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
             outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings, noise_sigma=noise,

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     if kind != "train" and distributed.world_size() > 1:
         raise HGMError(f"runner {name} restores in one process; run it with python main.py, not torchrun "
                        f"(several processes would write the same output folder)")
-    cfg = load_config(args.config, parse_set(args.overrides), fixed)
+    overrides = parse_set(args.overrides)
+    cfg = load_config(args.config, overrides, fixed)
     device = distributed.init(args.device) or pick_device(args.device)
     seed_everything(args.seed + distributed.rank())
     if not distributed.is_main():
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
             TrainRunner(args, cfg, device).run()
         else:
             from runners.restore import RestoreRunner
-            RestoreRunner(args, cfg, device, explicit_values(args.config, parse_set(args.overrides), fixed)).run()
+            RestoreRunner(args, cfg, device, explicit_values(args.config, overrides, fixed)).run()
     finally:
         distributed.cleanup()
 

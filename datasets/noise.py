@@ -39,6 +39,13 @@ def parse_noise_sigma(value) -> float | str:
     return float(value)
 
 
+def noise_level(value, y: torch.Tensor, mask: torch.Tensor) -> float | torch.Tensor:
+    """test.noise_sigma on the [0, 1] scale for measurement y: the number/255, or with auto one
+    estimate per colour channel from y itself (`estimate_noise_sigma`, a tensor of 3)."""
+    sigma = parse_noise_sigma(value)
+    return estimate_noise_sigma(y, mask) if sigma == NOISE_AUTO else sigma / 255.0
+
+
 def add_measurement_noise(x: torch.Tensor, mask: torch.Tensor, sigma255: float, stem: str) -> torch.Tensor:
     """The noisy measurement M ⊙ (x + s·z) of image `stem` (x, mask 3×H×W in [0, 1]; s = σ/255),
     z drawn from the image's own seed (`noise_seed`)."""

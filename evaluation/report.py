@@ -113,9 +113,12 @@ def run_complete(folder: str) -> bool:
     """Whether FOLDER holds a finished run: a metrics.csv with a row for every image and none left
     NOT_RESTORED (an interrupted or killed run is not finished; its images may have failed, though)."""
     try:
-        rows = read_metrics(folder)
+        return _complete(read_metrics(folder))
     except HGMError:
         return False
+
+
+def _complete(rows: list[dict[str, str]]) -> bool:
     return bool(rows) and not any(r.get("status") == NOT_RESTORED or str(r.get("status", "")).startswith(INCOMPLETE)
                                   for r in rows)
 
@@ -124,7 +127,7 @@ def mean_row(folder: str) -> tuple[dict[str, str], int]:
     """(the `mean` row of FOLDER/metrics.csv, the number of images it lists); an unfinished run is an error."""
     rows = read_metrics(folder)
     path = os.path.join(folder, "metrics.csv")
-    if not run_complete(folder):
+    if not _complete(rows):
         left = sum(r.get("status") == NOT_RESTORED for r in rows)
         raise HGMError(f"{path} is of a run that did not finish ({left} of {len(rows) - 1} image(s) not "
                        f"restored); run it again")

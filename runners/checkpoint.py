@@ -164,6 +164,14 @@ def _get(cfg: dict, key: str):
     return cfg[section][name]
 
 
+def adopt_model_keys(cfg: dict, source: dict) -> dict:
+    """Set MODEL_KEYS of `cfg` (in place) to those of `source`; returns cfg."""
+    for key in MODEL_KEYS:
+        section, name = key.split(".")
+        cfg[section][name] = source[section][name]
+    return cfg
+
+
 def prior_config(ckpt: dict, path: str, base: dict) -> dict:
     """`base` (a resolved config) with the model keys of the config the checkpoint was trained with:
     the checkpoint is the source of truth for its architecture, transform and noise levels."""
@@ -171,11 +179,8 @@ def prior_config(ckpt: dict, path: str, base: dict) -> dict:
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         raise HGMError(f"{path} has no config; cannot tell its transform and noise levels")
-    cfg = copy.deepcopy(base)
     try:
-        for key in MODEL_KEYS:
-            section, name = key.split(".")
-            cfg[section][name] = _get(saved, key)
+        cfg = adopt_model_keys(copy.deepcopy(base), saved)
         transform_from_config(cfg)
     except (KeyError, TypeError, HGMError) as e:
         raise HGMError(f"{path} holds a config this version cannot read ({e})") from e

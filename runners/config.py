@@ -85,7 +85,7 @@ def settle_alternatives(cfg: dict) -> dict:
 
 
 def drop_replaced(base: dict, layer: dict, where: str) -> None:
-    """Remove from `base` (flat or nested) the alternative of every key `layer` (flat) sets."""
+    """Remove from `base` (nested) the alternative of every key `layer` (flat) sets."""
     for a, b in ALTERNATIVES:
         if a in layer and b in layer and layer[a] is not None and layer[b] is not None:
             raise HGMError(f"{where} sets both {a} and {b}; they say the same thing, keep one")
@@ -95,9 +95,6 @@ def drop_replaced(base: dict, layer: dict, where: str) -> None:
 
 
 def _pop_dotted(cfg: dict, key: str) -> None:
-    if key in cfg:  # a flat dict
-        del cfg[key]
-        return
     node = cfg
     parts = key.split(".")
     for p in parts[:-1]:
@@ -242,13 +239,20 @@ def canonical_transform(explicit: dict, overrides: dict) -> None:
         overrides["data.transform"] = canonical_name(overrides["data.transform"])
 
 
-def explicit_values(name: str, overrides: dict | None = None, fixed: dict | None = None) -> dict:
-    """The values a user gave (the file and its bases, the runner name's options, --set), flat,
-    without the schema's defaults: what restoration checks against a checkpoint."""
+def _given_layers(name: str, overrides: dict | None) -> tuple[dict, dict]:
+    """(the file's values with its bases', nested; the --set values, flat), transform names made
+    canonical and the alternative that --set replaces dropped from the file's values."""
     explicit = read_config_file(resolve_config_path(name))
     overrides = dict(overrides or {})
     canonical_transform(explicit, overrides)
     drop_replaced(explicit, overrides, "--set")
+    return explicit, overrides
+
+
+def explicit_values(name: str, overrides: dict | None = None, fixed: dict | None = None) -> dict:
+    """The values a user gave (the file and its bases, the runner name's options, --set), flat,
+    without the schema's defaults: what restoration checks against a checkpoint."""
+    explicit, overrides = _given_layers(name, overrides)
     return {**flatten(explicit), **(fixed or {}), **overrides}
 
 
@@ -258,11 +262,7 @@ def load_config(name: str, overrides: dict | None = None, fixed: dict | None = N
     `fixed` are options a runner name implies (e.g. the transform); a file or an
     override that says otherwise is an error rather than silently ignored.
     """
-    path = resolve_config_path(name)
-    explicit = read_config_file(path)
-    overrides = dict(overrides or {})
-    canonical_transform(explicit, overrides)
-    drop_replaced(explicit, overrides, "--set")
+    explicit, overrides = _given_layers(name, overrides)
     for src_name, src in (("config file", flatten(explicit)), ("--set", overrides or {})):
         for key, value in (fixed or {}).items():
             if key in src and src[key] != value:

@@ -21,7 +21,7 @@ from datasets.errors import HGMError
 from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
 from datasets.folder import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
-from datasets.noise import NOISE_AUTO, estimate_noise_sigma, parse_noise_sigma
+from datasets.noise import noise_level, parse_noise_sigma
 from evaluation.metrics import psnr
 from evaluation.report import (
     NOT_RESTORED,
@@ -30,7 +30,7 @@ from evaluation.report import (
     write_comparison,
     write_metrics,
 )
-from runners.checkpoint import MODEL_KEYS
+from runners.checkpoint import MODEL_KEYS, adopt_model_keys
 from runners.config import dump_config, flatten
 from runners.patches import to_patches
 from runners.restoration import (
@@ -124,9 +124,7 @@ class RestoreRunner:
         options = PriorOptions.from_config(tcfg)
         requested = {k: v for k, v in self.explicit.items() if k in MODEL_KEYS}
         prior = load_prior(ckpt_path, self.device, options, requested, cfg)
-        for key in MODEL_KEYS:  # the run's config.yml records the prior it ran with
-            section, name = key.split(".")
-            cfg[section][name] = prior.cfg[section][name]
+        adopt_model_keys(cfg, prior.cfg)  # the run's config.yml records the prior it ran with
         r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas), [], out)
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
@@ -222,15 +220,13 @@ class RestoreRunner:
         return row
 
     def noise_level(self, item: RestoreInput) -> float | torch.Tensor:
-        """The measurement's noise on the [0, 1] scale: test.noise_sigma/255, or with auto one estimate
-        per colour channel (datasets.noise.estimate_noise_sigma), logged."""
-        noise = parse_noise_sigma(self.tcfg["noise_sigma"])
-        if noise != NOISE_AUTO:
-            return noise / 255.0
-        est = estimate_noise_sigma(item.y, item.mask)
-        log.info("%s: noise estimated from the measurement (test.noise_sigma=auto): σ R %.2f, G %.2f, B %.2f "
-                 "(0–255 units)", item.stem, *(255 * est).tolist())
-        return est
+        """The measurement's noise on the [0, 1] scale (datasets.noise.noise_level); an estimate (auto)
+        is logged."""
+        noise = noise_level(self.tcfg["noise_sigma"], item.y, item.mask)
+        if isinstance(noise, torch.Tensor):
+            log.info("%s: noise estimated from the measurement (test.noise_sigma=auto): σ R %.2f, G %.2f, B %.2f "
+                     "(0–255 units)", item.stem, *(255 * noise).tolist())
+        return noise
 
     def earlier_estimate(self, r: Restoration, item: RestoreInput, yd: torch.Tensor,
                          md: torch.Tensor,
