@@ -33,12 +33,8 @@ from losses.dsm import anneal_dsm_loss  # noqa: E402
 from models.ncsn import CondRefineNetDilated, get_sigmas  # noqa: E402
 from runners.config import load_config  # noqa: E402
 from runners.restoration import PriorOptions, SamplerSettings, load_prior, restore_image  # noqa: E402
+from scripts.benchmark import sync  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def test_image(size: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
 from datasets.inputs import centre_crop  # noqa: E402
 from evaluation.report import read_metrics, run_complete  # noqa: E402
 from runners.checkpoint import load_checkpoint  # noqa: E402
-from runners.config import load_config, parse_set  # noqa: E402
+from runners.config import load_config, parse_set, schema  # noqa: E402
 from scripts.cli import one_line_errors  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             raise HGMError(f"--grid takes KEY=V1,V2,..., got {g!r}")
     overrides = parse_set(a.overrides)
     load_config(a.config, overrides)  # a bad config or key fails here, before any image is written
-    d = {**load_config("anneal.yml")["data"], **load_checkpoint(a.prior)["config"]["data"]}  # the prior's split
+    d = {**schema()["data"], **load_checkpoint(a.prior)["config"]["data"]}  # the prior's split
     d["path"] = overrides.get("data.path") or d.get("path")
     if not d["path"]:
         raise HGMError("data.path is not set: tuning uses the images the prior held out from its training "
