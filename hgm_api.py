@@ -41,16 +41,16 @@ def _check_own_packages() -> None:
 
 _check_own_packages()
 
-from datasets.arrays import from_unit, to_mask, to_unit  # noqa: E402
-from datasets.errors import HGMError  # noqa: E402
-from datasets.masks import bayer_mask  # noqa: E402
-from datasets.noise import noise_level  # noqa: E402
-from evaluation.metrics import psnr as _psnr  # noqa: E402
-from evaluation.metrics import ssim as _ssim  # noqa: E402
-from runners.checkpoint import resolve_checkpoint_path  # noqa: E402
-from runners.config import load_config  # noqa: E402
-from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
-from runners.restoration import load_prior as _load_prior  # noqa: E402
+from datasets.arrays import from_unit, to_mask, to_unit
+from datasets.errors import HGMError
+from datasets.masks import bayer_mask
+from datasets.noise import noise_level
+from evaluation.metrics import psnr as _psnr
+from evaluation.metrics import ssim as _ssim
+from models.checkpoint import resolve_checkpoint_path
+from runners.config import load_config
+from sampling import Prior, PriorOptions, SamplerSettings, restore_image
+from sampling import load_prior as _load_prior
 
 __all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
 

@@ -17,6 +17,8 @@ import random
 import sys
 from typing import TYPE_CHECKING
 
+from runners import signals  # the standard library only: torch is not loaded yet
+
 if TYPE_CHECKING:
     import torch
 
@@ -93,9 +95,13 @@ def setup_logging(level: int) -> logging.Logger:
     log = logging.getLogger("hgm")
     log.setLevel(level)
     log.propagate = False
-    if not log.handlers:
+    ours = [h for h in log.handlers if getattr(h, "hgm_console", False)]
+    if ours:  # main() called again in this process: write to today's stderr, not a closed one
+        ours[0].stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
+    else:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        h.hgm_console = True
         log.addHandler(h)
     return log
 
@@ -158,31 +164,13 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
         distributed.cleanup()
 
 
-def _terminate(signum, frame):
-    exit_within(30)  # should the KeyboardInterrupt land inside a lock and the exit hang
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (a scheduler's pre-emption, torchrun tearing down) and SIGINT end a
-    run the way Ctrl-C does (training's loop installs its own handlers, which stop
-    after the step and save a checkpoint: runners/train.py, StopSignals). SIGINT is
-    re-armed because shells start background jobs with it ignored."""
-    import signal
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread (e.g. called from a test runner's worker)
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     configure_threads_environment()
     args = parse_args(argv)
-    if args.quiet:  # runners.sampler.bars_disabled() reads it; so does tqdm itself
+    if args.quiet:  # runners.progress.bars_disabled() reads it; so does tqdm itself
         import os
         os.environ["TQDM_DISABLE"] = "1"
-    install_signal_handlers()
+    signals.install_handlers()
     log = setup_logging(LEVELS[args.verbose])
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -203,17 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def exit_within(seconds: int) -> None:
-    """After an interrupt the command must end: if the interpreter's shutdown hangs (a thread
-    waiting on a lock), SIGALRM ends the process."""
-    import signal
-    if hasattr(signal, "alarm"):
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(seconds)
-
-
 if __name__ == "__main__":
     code = main()
     if code == 130:
-        exit_within(30)
+        signals.exit_within(30)
     sys.exit(code)

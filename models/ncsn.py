@@ -162,8 +162,10 @@ class CondRefineNetDilated(nn.Module):
     """s(x, i): input and output have `channels` channels (3, 6 or 12 for HGM).
 
     Inputs are images in [0, 1] (lifted); like NCSN the network maps them to
-    [-1, 1] first. Any spatial size works; even sizes avoid interpolation.
+    [-1, 1] first. Any spatial size works; sides that are multiples of `size_multiple`
+    avoid interpolation (it halves its input once).
     """
+    size_multiple = 2
 
     def __init__(self, channels: int, ngf: int, num_classes: int):
         super().__init__()

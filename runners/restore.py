@@ -2,7 +2,7 @@
 
 Everything that can be wrong is checked before any sampling. Then, for each
 image: degrade it (or read an already degraded input), restore it with
-`runners.restoration.restore_image` (after an earlier stage when progressive),
+`sampling.restore_image` (after an earlier stage when progressive),
 write the PNG, and report the metrics of the PNG as written.
 """
 from __future__ import annotations
@@ -30,18 +30,12 @@ from evaluation.report import (
     write_comparison,
     write_metrics,
 )
-from runners.checkpoint import MODEL_KEYS, adopt_model_keys
+from models.checkpoint import MODEL_KEYS, adopt_model_keys
 from runners.config import dump_config, flatten
-from runners.patches import to_patches
-from runners.restoration import (
-    Prior,
-    PriorOptions,
-    SamplerSettings,
-    load_prior,
-    restore_image,
-    schedule_failed,
-)
-from runners.sampler import SamplerDiverged, bars_disabled, level_bar, nfe
+from runners.progress import bars_disabled, level_bar
+from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, nfe, restore_image
+from sampling.patches import to_patches
+from sampling.restore_image import schedule_failed
 
 log = logging.getLogger("hgm")
 

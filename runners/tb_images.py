@@ -6,15 +6,18 @@ Everything random here runs on a forked RNG, so logging pictures never changes t
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
 from datasets.transforms import Transform
-from runners.sampler import SamplerDiverged, annealed_langevin
+from sampling.langevin import SamplerDiverged, annealed_langevin
+from sampling.settings import SamplerSettings
 
 log = logging.getLogger("hgm")
 
 DENOISE_LEVELS = 3  # noise levels shown: the first, a middle and the last
+PICTURE_STEP_SCALE = 0.2  # the samples' step η = 0.2·σ² (NCSN's step_lr 2e-5 at σ_L 0.01), safe for any prior
 
 
 def level_indices(n_levels: int, k: int = DENOISE_LEVELS) -> list[int]:
@@ -41,38 +44,51 @@ def denoise_grid(model: torch.nn.Module, x: torch.Tensor, sigmas: torch.Tensor, 
 
 
 @torch.no_grad()
-def sample_grid(model: torch.nn.Module, shape: tuple, sigmas: torch.Tensor, transform: Transform, step_lr: float,
-                n_steps_each: int, device: torch.device) -> torch.Tensor:
-    """A short annealed Langevin sample from U(0, 1) (langevin update, final Tweedie step)."""
+def sample_grid(model: torch.nn.Module, shape: tuple, sigmas: torch.Tensor, transform: Transform,
+                n_steps_each: int) -> torch.Tensor:
+    """A short annealed Langevin sample from U(0, 1) (langevin update, η = PICTURE_STEP_SCALE·σ²,
+    final Tweedie step)."""
     from torchvision.utils import make_grid
     b, _, h, w = shape
-    x = transform.forward(torch.rand(b, 3, h, w, device=device))
-    x = annealed_langevin(lambda v, labels: model(v, labels).float(), x, sigmas, step_lr, n_steps_each,
-                          update="langevin", denoise=True)
+    x = transform.forward(torch.rand(b, 3, h, w, device=sigmas.device))
+    settings = SamplerSettings(step_lr=PICTURE_STEP_SCALE * float(sigmas[-1]) ** 2, n_steps_each=n_steps_each,
+                               update="langevin", denoise=True)
+    x = annealed_langevin(lambda v, labels: model(v, labels).float(), x, sigmas, settings)
     return make_grid(transform.inverse(x).float().clamp(0, 1).cpu(), nrow=b, padding=2, pad_value=1.0)
 
 
-def log_snapshot_images(writer, model: torch.nn.Module, val_x: torch.Tensor | None, sigmas: torch.Tensor,
-                        transform: Transform, step: int, n_images: int, step_lr: float, n_steps_each: int,
-                        device: torch.device, image_size: int) -> None:
-    """Write `denoise` and `sample` image grids for `step` (the model in eval mode, then restored)."""
-    if n_images <= 0 or writer is None:
-        return
-    was_training = model.training
-    model.eval()
-    devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            g = torch.Generator().manual_seed(step)
-            if val_x is not None:
-                writer.add_image("denoise", denoise_grid(model, val_x[:n_images].to(device), sigmas, transform, g),
-                                 step)
-            torch.manual_seed(step)
-            lifted = (n_images, 3, image_size, image_size)
-            try:
-                writer.add_image("sample", sample_grid(model, lifted, sigmas, transform, step_lr, n_steps_each,
-                                                       device), step)
-            except SamplerDiverged as e:
-                log.warning("step %d: the TensorBoard sample diverged (%s)", step, e)
-    finally:
-        model.train(was_training)
+@dataclass(frozen=True)
+class SnapshotPictures:
+    """What a training run shows in TensorBoard at each snapshot (training.tb_images crops of
+    data.image_size pixels; training.tb_sample_steps Langevin steps per level for the samples)."""
+    n_images: int
+    image_size: int
+    sample_steps: int
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> SnapshotPictures:
+        tr = cfg["training"]
+        return cls(tr["tb_images"], cfg["data"]["image_size"], tr["tb_sample_steps"])
+
+    def write(self, writer, model: torch.nn.Module, transform: Transform, sigmas: torch.Tensor,
+              val_x: torch.Tensor | None, step: int) -> None:
+        """Write `denoise` and `sample` image grids for `step` (the model in eval mode, then restored)."""
+        if self.n_images <= 0 or writer is None:
+            return
+        was_training = model.training
+        model.eval()
+        device = sigmas.device
+        try:
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                g = torch.Generator().manual_seed(step)
+                if val_x is not None:
+                    writer.add_image("denoise", denoise_grid(model, val_x[:self.n_images].to(device), sigmas,
+                                                             transform, g), step)
+                torch.manual_seed(step)
+                shape = (self.n_images, 3, self.image_size, self.image_size)
+                try:
+                    writer.add_image("sample", sample_grid(model, shape, sigmas, transform, self.sample_steps), step)
+                except SamplerDiverged as e:
+                    log.warning("step %d: the TensorBoard sample diverged (%s)", step, e)
+        finally:
+            model.train(was_training)

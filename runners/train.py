@@ -1,7 +1,7 @@
 """Owns a training run: one runner for every transform, annealed DSM on lifted image crops.
 
 The run is set up (checks, run folder, resume or warm start, data, model), then
-`train_loop` calls `train_step` once per batch and writes logs, validation
+`TrainRunner.train_loop` calls `train_step` once per batch and writes logs, validation
 losses and checkpoints.
 
 Under torchrun (see runners/distributed.py) the model is wrapped in
@@ -18,8 +18,6 @@ import argparse
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,10 +31,8 @@ from datasets.files import FolderLock, check_output_location, move_aside, remove
 from datasets.folder import RandomCrops, as_float, training_images
 from datasets.transforms import Transform, transform_from_config
 from losses.dsm import anneal_dsm_loss
-from models.ema import EMA
-from models.ncsn import build_model
-from runners import distributed
-from runners.checkpoint import (
+from models.checkpoint import (
+    ARCHITECTURE,
     check_compatible,
     existing_checkpoints,
     load_checkpoint,
@@ -44,9 +40,13 @@ from runners.checkpoint import (
     save_checkpoint,
     strip_module_prefix,
 )
+from models.ema import EMA
+from models.ncsn import CondRefineNetDilated, build_model
+from runners import distributed
 from runners.config import dump_config
-from runners.sampler import bars_disabled
-from runners.tb_images import log_snapshot_images
+from runners.progress import bars_disabled
+from runners.signals import StopSignals
+from runners.tb_images import SnapshotPictures
 
 if TYPE_CHECKING:
     from tensorboardX import SummaryWriter
@@ -126,9 +126,9 @@ def check_settings(cfg: dict, transform: Transform, world: int) -> None:
     if not cfg["data"]["path"]:
         raise HGMError("data.path is not set: name the training image folder with --set data.path=DIR "
                        "(README, Data)")
-    if size % (transform.size_multiple * 2):
-        raise HGMError(f"data.image_size={size} must be divisible by "
-                       f"{transform.size_multiple * 2} for the {transform.name} transform")
+    multiple = transform.size_multiple * CondRefineNetDilated.size_multiple
+    if size % multiple:
+        raise HGMError(f"data.image_size={size} must be divisible by {multiple} for the {transform.name} transform")
     for key in ("snapshot_freq", "log_freq", "batch_size", "n_iters"):
         if tr[key] < 1:
             raise HGMError(f"training.{key} must be at least 1, got {tr[key]}")
@@ -166,13 +166,8 @@ def warm_start(model: torch.nn.Module, path: str, cfg: dict, transform: Transfor
     state or step. The architecture must match; the noise range may differ, so that a prior can be
     re-targeted to the levels restoration uses (the level embeddings adapt in training)."""
     ckpt = load_checkpoint(path)
-    if not isinstance(ckpt.get("config"), dict):
-        raise HGMError(f"training.init_from={path} has no config; cannot check it against this run's model")
-    have, want = model_signature(ckpt["config"]), model_signature(cfg, transform)
-    diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in ("transform", "channels", "ngf", "num_classes")
-             if have[k] != want[k]]
-    if diffs:
-        raise HGMError(f"training.init_from={path} does not match the model: " + "; ".join(diffs))
+    have = check_compatible(ckpt, cfg, path, transform, keys=ARCHITECTURE, what="training.init_from")
+    want = model_signature(cfg, transform)
     try:
         model.load_state_dict(strip_module_prefix(ckpt["model"]), strict=True)
     except RuntimeError as e:
@@ -243,6 +238,7 @@ class TrainRunner:
         # held by rank 0 from before the run folder is checked until the run ends: a second run on
         # this --doc is refused at its start, naming this one, instead of overwriting its checkpoints
         self.lock = FolderLock(self.log_dir, "run folder")
+        self.pictures = SnapshotPictures.from_config(cfg)
 
     def run(self) -> None:
         try:
@@ -281,7 +277,7 @@ class TrainRunner:
         if progress.step >= n_iters:
             log.info("checkpoint is at step %d, training.n_iters=%d: nothing to do", progress.step, n_iters)
             return
-        train_loop(self, trainer, progress, loader, sampler, val)
+        self.train_loop(trainer, progress, loader, sampler, val)
 
     def resume_checkpoint(self, transform: Transform) -> dict | None:
         """The checkpoint to resume (checked on every rank before anything is written), or None."""
@@ -380,146 +376,80 @@ class TrainRunner:
         p.last_saved = p.step
         log.info("step %d: checkpoint written to %s", p.step, self.log_dir)
 
+    def after_step(self, t: Trainer, p: Progress, loss: torch.Tensor, writer: SummaryWriter | None,
+                   bar: tqdm, val: list[tuple] | None) -> None:
+        """Book-keeping after a step: the loss agreed over ranks, logs, validation, checkpoints."""
+        tr, n_iters = self.cfg["training"], self.cfg["training"]["n_iters"]
+        # the same on every rank, so all stop on a NaN, and all stop at the same step on a signal
+        p.loss, stop = distributed.mean_and_any(loss, self.stop.requested is not None)
+        if stop:
+            self.stop.agreed = True
+        if not math.isfinite(p.loss):
+            ckpt = os.path.join(self.log_dir, "checkpoint.pth")
+            kept = (f"the last checkpoint, step {p.last_saved}, is kept" if p.last_saved is not None else
+                    "the last checkpoint is kept" if os.path.isfile(ckpt) else "no checkpoint was written")
+            raise HGMError(f"training loss became {p.loss} at step {p.step}; lower optim.lr "
+                           f"or set training.grad_clip ({kept})")
+        last = p.step == n_iters
+        if self.main:
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+            if p.step % tr["log_freq"] == 0 or last:
+                writer.add_scalar("loss", p.loss, p.step)
+                writer.add_scalar("lr", t.optimizer.param_groups[0]["lr"], p.step)
+                if t.grad_norm is not None:
+                    writer.add_scalar("grad_norm", float(t.grad_norm), p.step)
+                log.debug("step %d loss %.5f", p.step, p.loss)
+            if val is not None and tr["val_freq"] and (p.step % tr["val_freq"] == 0 or last):
+                p.val_step = p.step
+                p.val_loss = validation_loss(t.model if t.ema is None else t.ema.shadow, val, t)
+                writer.add_scalar("val_loss", p.val_loss, p.step)
+                log.info("step %d: loss %.5f, validation loss %.5f", p.step, p.loss, p.val_loss)
+        if p.step % tr["snapshot_freq"] == 0 or last:
+            self.snapshot(t, p)
+            if self.main:
+                self.pictures.write(writer, t.model if t.ema is None else t.ema.shadow, t.transform, t.sigmas,
+                                    val[0][0] if val else None, p.step)
 
-# ----------------------------------------------------------------------------- loop
-
-def after_step(runner: TrainRunner, t: Trainer, p: Progress, loss: torch.Tensor, writer: SummaryWriter | None,
-               bar: tqdm, val: list[tuple] | None) -> None:
-    """Book-keeping after a step: the loss agreed over ranks, logs, validation, checkpoints."""
-    tr, n_iters = runner.cfg["training"], runner.cfg["training"]["n_iters"]
-    # the same on every rank, so all stop on a NaN, and all stop at the same step on a signal
-    p.loss, stop = distributed.mean_and_any(loss, runner.stop.requested is not None)
-    if stop:
-        runner.stop.agreed = True
-    if not math.isfinite(p.loss):
-        ckpt = os.path.join(runner.log_dir, "checkpoint.pth")
-        kept = (f"the last checkpoint, step {p.last_saved}, is kept" if p.last_saved is not None else
-                "the last checkpoint is kept" if os.path.isfile(ckpt) else "no checkpoint was written")
-        raise HGMError(f"training loss became {p.loss} at step {p.step}; lower optim.lr "
-                       f"or set training.grad_clip ({kept})")
-    last = p.step == n_iters
-    if runner.main:
-        bar.update(1)
-        bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
-        if p.step % tr["log_freq"] == 0 or last:
-            writer.add_scalar("loss", p.loss, p.step)
-            writer.add_scalar("lr", t.optimizer.param_groups[0]["lr"], p.step)
-            if t.grad_norm is not None:
-                writer.add_scalar("grad_norm", float(t.grad_norm), p.step)
-            log.debug("step %d loss %.5f", p.step, p.loss)
-        if val is not None and tr["val_freq"] and (p.step % tr["val_freq"] == 0 or last):
-            p.val_step = p.step
-            p.val_loss = validation_loss(t.model if t.ema is None else t.ema.shadow, val, t)
-            writer.add_scalar("val_loss", p.val_loss, p.step)
-            log.info("step %d: loss %.5f, validation loss %.5f", p.step, p.loss, p.val_loss)
-    if p.step % tr["snapshot_freq"] == 0 or last:
-        runner.snapshot(t, p)
-        if runner.main:
-            log_snapshot_images(writer, t.model if t.ema is None else t.ema.shadow, val[0][0] if val else None,
-                                t.sigmas, t.transform, p.step, tr["tb_images"],
-                                picture_step_lr(runner.cfg["test"], t.sigmas), tr["tb_sample_steps"], t.device,
-                                runner.cfg["data"]["image_size"])
-
-
-def picture_step_lr(tcfg: dict, sigmas: torch.Tensor) -> float:
-    """The step size (the paper's form) of the pictures' short samples, from test.step_lr or test.step_scale."""
-    return tcfg["step_lr"] if tcfg["step_scale"] is None else tcfg["step_scale"] * float(sigmas[-1]) ** 2
-
-
-def train_loop(runner: TrainRunner, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,
-               sampler: torch.utils.data.Sampler | None, val: list[tuple] | None) -> None:
-    """Call train_step on every batch until training.n_iters; a checkpoint is saved on Ctrl-C/SIGTERM too."""
-    n_iters = runner.cfg["training"]["n_iters"]
-    writer = None
-    if runner.main:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(runner.tb_dir)
-    bar = tqdm(total=n_iters, initial=p.step, disable=not runner.main or bars_disabled(),
-               desc=f"train {runner.args.doc}", dynamic_ncols=True, mininterval=1.0)
-    # the distributed sampler's shuffle depends on the epoch: continue the count on resume
-    epoch = p.step // max(1, len(loader))
-    p.t0 = time.time()
-    stop = runner.stop
-    try:
-        with stop:
-            while p.step < n_iters and not stop.agreed:
-                if sampler is not None:
-                    sampler.set_epoch(epoch)
-                for x in loader:
-                    loss = train_step(t, x)
-                    p.step += 1
-                    after_step(runner, t, p, loss, writer, bar, val)
-                    if p.step >= n_iters or stop.agreed:
-                        break
-                epoch += 1
-            if stop.agreed:
-                log.warning("%s at step %d: saving a checkpoint before exiting", stop.name, p.step)
-                if p.last_saved != p.step:
-                    runner.snapshot(t, p)
-                raise KeyboardInterrupt(stop.name)
-    except KeyboardInterrupt:
-        if not stop.agreed:  # Ctrl-C outside the loop's handler (e.g. another thread installed it)
-            log.warning("interrupted at step %d: saving a checkpoint before exiting", p.step)
-            runner.snapshot(t, p)
-        raise
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    log.info("done: step %d, loss %.5f%s, %.1f s", p.step, p.loss,
-             "" if p.val_loss is None else f", validation loss {p.val_loss:.5f}", time.time() - p.t0)
-
-
-# ----------------------------------------------------------------------------- signals
-
-def _say(text: str) -> None:
-    """Write to stderr from a signal handler: os.write takes no lock that the interrupted code may hold."""
-    try:
-        os.write(2, f"\n{text}\n".encode())
-    except OSError:
-        pass
-
-
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM while training. The handler only sets a flag, so no exception is
-    raised inside a lock (a log handler's, tqdm's, tensorboard's) that would then hang the exit:
-
-    - the first signal asks the loop to stop after the current step (all ranks at the same step),
-      write a checkpoint and exit with 130;
-    - another one while that checkpoint is being written waits for it (it says so);
-    - another one before the write starts exits at once and says that no checkpoint was saved.
-
-    Outside the main thread (no handlers can be installed there) it is inert."""
-
-    def __init__(self):
-        self.requested: int | None = None
-        self.agreed = False  # every rank has heard of a signal (after_step)
-        self.saving = False
-        self._old: dict = {}
-
-    @property
-    def name(self) -> str:
-        return "interrupted" if self.requested is None else signal.Signals(self.requested).name
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested is None:
-            self.requested = signum
-            _say(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                 f"(send it again to exit at once without one)")
-        elif self.saving:
-            _say("a checkpoint is being written: exiting as soon as it is saved")
-        else:
-            _say(f"{signal.Signals(signum).name} again: exiting now; the checkpoint was NOT saved "
-                 f"(checkpoint.pth, if any, is the last one saved before)")
-            os._exit(130)
+    def train_loop(self, t: Trainer, p: Progress, loader: torch.utils.data.DataLoader,
+                   sampler: torch.utils.data.Sampler | None, val: list[tuple] | None) -> None:
+        """Call train_step on every batch until training.n_iters; a checkpoint is saved on Ctrl-C/SIGTERM too."""
+        n_iters = self.cfg["training"]["n_iters"]
+        writer = None
+        if self.main:
+            from tensorboardX import SummaryWriter
+            writer = SummaryWriter(self.tb_dir)
+        bar = tqdm(total=n_iters, initial=p.step, disable=not self.main or bars_disabled(),
+                   desc=f"train {self.args.doc}", dynamic_ncols=True, mininterval=1.0)
+        # the distributed sampler's shuffle depends on the epoch: continue the count on resume
+        epoch = p.step // max(1, len(loader))
+        p.t0 = time.time()
+        stop = self.stop
+        try:
+            with stop:
+                while p.step < n_iters and not stop.agreed:
+                    if sampler is not None:
+                        sampler.set_epoch(epoch)
+                    for x in loader:
+                        loss = train_step(t, x)
+                        p.step += 1
+                        self.after_step(t, p, loss, writer, bar, val)
+                        if p.step >= n_iters or stop.agreed:
+                            break
+                    epoch += 1
+                if stop.agreed:
+                    log.warning("%s at step %d: saving a checkpoint before exiting", stop.name, p.step)
+                    if p.last_saved != p.step:
+                        self.snapshot(t, p)
+                    raise KeyboardInterrupt(stop.name)
+        except KeyboardInterrupt:
+            if not stop.agreed:  # Ctrl-C outside the loop's handler (e.g. another thread installed it)
+                log.warning("interrupted at step %d: saving a checkpoint before exiting", p.step)
+                self.snapshot(t, p)
+            raise
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        log.info("done: step %d, loss %.5f%s, %.1f s", p.step, p.loss,
+                 "" if p.val_loss is None else f", validation loss {p.val_loss:.5f}", time.time() - p.t0)

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.masks import bayer_mask  # noqa: E402
-from datasets.transforms import VARIANTS, transform_from_config  # noqa: E402
-from evaluation.metrics import psnr, ssim  # noqa: E402
-from models.ncsn import build_model  # noqa: E402
-from runners.patches import from_patches, to_patches  # noqa: E402
-from runners.restoration import Prior, PriorOptions, SamplerSettings, restore_image  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.masks import bayer_mask
+from datasets.transforms import VARIANTS, transform_from_config
+from evaluation.metrics import psnr, ssim
+from models.ncsn import build_model
+from sampling import Prior, PriorOptions, SamplerSettings, restore_image
+from sampling.patches import from_patches, to_patches
+from scripts.cli import one_line_errors
 
 
 def sync(device):

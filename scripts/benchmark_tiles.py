@@ -19,11 +19,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from datasets.errors import HGMError  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from scripts.cli import one_line_errors
 
 
 def synthetic(h: int, w: int) -> torch.Tensor:
@@ -48,9 +48,9 @@ def child(config: str, image: str | None, h: int, w: int, tile: int, overlap: in
     """One restoration in this process; returns its time, peak memory and PSNR."""
     from datasets.masks import bayer_mask
     from evaluation.metrics import psnr
-    from runners.checkpoint import load_checkpoint
+    from models.checkpoint import load_checkpoint
     from runners.config import load_config
-    from runners.restoration import Prior, SamplerSettings, restore_image
+    from sampling import Prior, SamplerSettings, restore_image
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = load_config(config)
     ckpt = load_checkpoint(cfg["test"]["checkpoint"])

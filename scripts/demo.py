@@ -24,14 +24,14 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import main as hgm  # noqa: E402
+import main as hgm
 
 hgm.configure_threads_environment()  # before torch loads: the demo restores in this process
-from datasets.errors import HGMError  # noqa: E402
-from datasets.files import FolderLock, check_output_location, move_aside  # noqa: E402
-from datasets.folder import read_image  # noqa: E402
-from evaluation.report import error_map, write_panels  # noqa: E402
-from scripts import make_table, run_baseline  # noqa: E402
+from datasets.errors import HGMError
+from datasets.files import FolderLock, check_output_location, move_aside
+from datasets.folder import read_image
+from evaluation.report import error_map, write_panels
+from scripts import make_table, run_baseline
 
 # scikit-image's bundled sample images (public domain / CC0): (function, top, left) of a crop
 CROPS = {"astronaut": ("astronaut", 0, 150), "chelsea": ("chelsea", 30, 110), "coffee": ("coffee", 60, 200)}

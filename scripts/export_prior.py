@@ -12,10 +12,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.errors import HGMError  # noqa: E402
-from datasets.transforms import transform_from_config  # noqa: E402
-from runners.checkpoint import atomic_save, load_checkpoint, strip_module_prefix  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from datasets.transforms import transform_from_config
+from models.checkpoint import atomic_save, load_checkpoint, strip_module_prefix
+from scripts.cli import one_line_errors
 
 # config keys that name files of the machine a prior was trained on: a shipped prior keeps none
 PATH_KEYS = ("data.path", "training.init_from", "test.data_path", "test.checkpoint", "test.mask",

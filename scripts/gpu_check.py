@@ -26,15 +26,15 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets.masks import bayer_mask  # noqa: E402
-from datasets.transforms import make_transform  # noqa: E402
-from evaluation.metrics import psnr  # noqa: E402
-from losses.dsm import anneal_dsm_loss  # noqa: E402
-from models.ncsn import CondRefineNetDilated, get_sigmas  # noqa: E402
-from runners.config import load_config  # noqa: E402
-from runners.restoration import PriorOptions, SamplerSettings, load_prior, restore_image  # noqa: E402
-from scripts.benchmark import sync  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.masks import bayer_mask
+from datasets.transforms import make_transform
+from evaluation.metrics import psnr
+from losses.dsm import anneal_dsm_loss
+from models.ncsn import CondRefineNetDilated, get_sigmas
+from runners.config import load_config
+from sampling import PriorOptions, SamplerSettings, load_prior, restore_image
+from scripts.benchmark import sync
+from scripts.cli import one_line_errors
 
 
 def test_image(size: int) -> torch.Tensor:

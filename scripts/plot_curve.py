@@ -13,9 +13,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.errors import HGMError  # noqa: E402
-from evaluation.report import mean_row  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from evaluation.report import mean_row
+from scripts.cli import one_line_errors
 
 
 def points(folders: list[str]) -> list[tuple[float, float, float]]:

@@ -33,8 +33,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets.errors import HGMError  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from scripts.cli import one_line_errors
 
 IMAGE_EXT = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".ppm")
 

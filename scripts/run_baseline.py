@@ -17,14 +17,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.errors import HGMError  # noqa: E402
-from datasets.files import FolderLock, check_output_location, prepare_output  # noqa: E402
-from datasets.folder import save_image  # noqa: E402
-from datasets.inputs import load_inputs  # noqa: E402
-from evaluation.baselines import NOISY_DEMOSAIC_BASELINES, run_baseline  # noqa: E402
-from evaluation.report import image_metrics_of_file, write_comparison, write_metrics  # noqa: E402
-from runners.config import dump_config, load_config, parse_set  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from datasets.files import FolderLock, check_output_location, prepare_output
+from datasets.folder import save_image
+from datasets.inputs import load_inputs
+from evaluation.baselines import NOISY_DEMOSAIC_BASELINES, run_baseline
+from evaluation.report import image_metrics_of_file, write_comparison, write_metrics
+from runners.config import dump_config, load_config, parse_set
+from scripts.cli import one_line_errors
 
 
 @one_line_errors

@@ -20,17 +20,17 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import main as hgm  # noqa: E402
+import main as hgm
 
 hgm.configure_threads_environment()  # before torch loads: it restores in this process
-from datasets.errors import HGMError  # noqa: E402
-from datasets.files import FolderLock, check_output_location, write_text  # noqa: E402
-from datasets.folder import held_out_paths, read_image, save_image  # noqa: E402
-from datasets.inputs import centre_crop  # noqa: E402
-from evaluation.report import read_metrics, run_complete  # noqa: E402
-from runners.checkpoint import load_checkpoint  # noqa: E402
-from runners.config import load_config, parse_set, schema  # noqa: E402
-from scripts.cli import one_line_errors  # noqa: E402
+from datasets.errors import HGMError
+from datasets.files import FolderLock, check_output_location, write_text
+from datasets.folder import held_out_paths, read_image, save_image
+from datasets.inputs import centre_crop
+from evaluation.report import read_metrics, run_complete
+from models.checkpoint import load_checkpoint
+from runners.config import load_config, parse_set, schema
+from scripts.cli import one_line_errors
 
 
 @one_line_errors

@@ -13,10 +13,10 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import torch  # noqa: E402
+import torch
 
-import main as hgm  # noqa: E402
-from runners import distributed, train  # noqa: E402
+import main as hgm
+from runners import distributed, train
 
 
 def spy_on_training(kill_rank):

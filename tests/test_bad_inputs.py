@@ -15,7 +15,7 @@ import main as hgm_main
 from conftest import train_tiny_prior, write_rgb_images
 from datasets.errors import HGMError
 from datasets.files import DiskFull, atomic_write
-from runners.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_bad_input_is_one_line_naming_it(name, prior, tmp_path, capfd):
 def test_a_full_disk_says_so_and_leaves_no_temporary(tmp_path, image_folder, monkeypatch, capfd):
     """A checkpoint write that runs out of space: one line saying so, the old checkpoint whole, no
     temporary left behind (it was a cryptic error and a partial *.tmp file)."""
-    import runners.checkpoint as checkpoint
+    import models.checkpoint as checkpoint
     argv = ["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "t", "--run", str(tmp_path / "R"),
             "--set", f"data.path={image_folder}", "training.n_iters=2", "training.val_freq=0"]
     assert hgm_main.main(argv) == 0

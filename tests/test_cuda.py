@@ -7,8 +7,7 @@ from datasets.masks import bayer_mask
 from datasets.transforms import make_transform
 from losses.dsm import anneal_dsm_loss
 from models.ncsn import CondRefineNetDilated, get_sigmas
-from runners.restoration import Prior, SamplerSettings, restore_image
-from runners.sampler import annealed_langevin
+from sampling import Prior, SamplerSettings, annealed_langevin, restore_image
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -27,7 +26,8 @@ def test_sampler_on_cuda_keeps_a_gaussian_stationary():
     """Langevin on N(0, v): after many steps the sample variance is v (as on the CPU)."""
     v = 0.3
     x = torch.zeros(4096, 1, 1, 1, device=CUDA)
-    out = annealed_langevin(lambda z, lab: -z / v, x, torch.tensor([1.0]), 1e-2, 2000, update="langevin")
+    schedule = SamplerSettings(1e-2, 2000, update="langevin")
+    out = annealed_langevin(lambda z, lab: -z / v, x, torch.tensor([1.0]), schedule)
     assert abs(float(out.var()) - v) < 0.05
 
 

@@ -9,10 +9,9 @@ import torch
 from datasets.errors import HGMError
 from datasets.masks import bayer_mask, name_seed, random_mask
 from datasets.noise import add_measurement_noise, estimate_noise_sigma, noise_seed, parse_noise_sigma
-from datasets.operators import MaskedObservation
 from datasets.transforms import make_transform
-from runners.restoration import SamplerSettings, restore_image
-from runners.sampler import annealed_langevin
+from sampling import SamplerSettings, annealed_langevin, restore_image
+from sampling.consistency import MaskedObservation
 from tests.test_sampler import FakePrior, gaussian_problem
 
 torch.set_num_threads(1)
@@ -46,9 +45,9 @@ def run_case(s, weight_noise, temperature, chains, update="langevin", step_lr=0.
     yb = y.expand(chains, d)
     torch.manual_seed(0)
     out = annealed_langevin(lambda x, lab: -(x - mu) @ precs[int(lab[0])], torch.rand(chains, d, dtype=torch.float64),
-                            sigmas, step_lr=step_lr, n_steps_each=600, update=update, temperature=temperature,
-                            project=lambda v: op.project(v, yb),
-                            consistency=(lambda v, eta: op.weigh(v, yb, weight_noise, eta)) if weight_noise else None)
+                            sigmas, SamplerSettings(step_lr, 600, update=update, temperature=temperature),
+                            consistency=(lambda v, eta: op.weigh(v, yb, weight_noise, eta)) if weight_noise else
+                            (lambda v, eta: op.project(v, yb)))
     c = cov + float(sigmas[-1]) ** 2 * torch.eye(d, dtype=torch.float64)
     return out, posterior_mean(mu, c, known, y, s), known, y
 

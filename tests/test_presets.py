@@ -15,9 +15,9 @@ from PIL import Image
 
 import main as hgm_main
 from conftest import REPO, run_main_process
-from runners.checkpoint import load_checkpoint, resolve_checkpoint_path
+from models.checkpoint import load_checkpoint, resolve_checkpoint_path
 from runners.config import load_config, read_config_file, resolve_config_path
-from runners.restoration import SamplerSettings, nearest_level
+from sampling.settings import SamplerSettings, nearest_level
 
 BUNDLED = sorted(glob.glob(os.path.join(REPO, "pretrained", "*.pth")))
 PRESETS = ("demosaic.yml", "inpaint.yml")
@@ -211,6 +211,6 @@ def test_bundled_priors_store_no_path_of_the_machine_they_were_trained_on(path):
 
 @pytest.mark.parametrize("path", BUNDLED, ids=os.path.basename)
 def test_bundled_priors_carry_a_checksum_of_their_weights(path):
-    from runners.checkpoint import tensor_checksum
+    from models.checkpoint import tensor_checksum
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["tensor_sha256"] == tensor_checksum(ckpt)

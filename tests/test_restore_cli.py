@@ -173,7 +173,7 @@ def test_a_diverging_run_writes_nothing_false(priors, tmp_path, capsys):
 
 def test_one_diverging_image_does_not_stop_the_others(priors, tmp_path, monkeypatch):
     import runners.restore as restore
-    from runners.sampler import SamplerDiverged
+    from sampling import SamplerDiverged
     real = restore.restore_image
     calls = []
 

@@ -31,9 +31,9 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-import main as hgm_main  # noqa: E402
-from models.ncsn import CondRefineNetDilated  # noqa: E402
-from runners.config import load_config  # noqa: E402
+import main as hgm_main
+from models.ncsn import CondRefineNetDilated
+from runners.config import load_config
 
 REFERENCE = os.path.join(HERE, "data", "restore_regression")
 PRIORS = {"rgb": ("identity", 3, 11), "copy": ("channel_copy", 6, 12), "pool": ("pixel_scale", 12, 13)}

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from datasets.masks import bayer_mask, box_mask, random_mask
-from datasets.operators import MaskedObservation
 from datasets.transforms import make_transform
-from runners.patches import from_patches, pad_to_multiple, to_patches
-from runners.restoration import SamplerSettings, restore_image
-from runners.sampler import SamplerDiverged, annealed_langevin, step_sizes
+from sampling import SamplerDiverged, SamplerSettings, annealed_langevin, restore_image
+from sampling.consistency import MaskedObservation
+from sampling.langevin import step_sizes
+from sampling.patches import from_patches, pad_to_multiple, to_patches
 
 torch.set_num_threads(1)
 
@@ -50,8 +50,8 @@ def test_inpainting_converges_to_the_analytic_posterior_mean(update):
     y = torch.where(known, x_true, torch.zeros(d, dtype=torch.float64))
     op = MaskedObservation(known.double().expand(B, d))
     x0 = torch.rand(B, d, dtype=torch.float64)
-    out = annealed_langevin(score, x0, sigmas, step_lr=0.02, n_steps_each=400,
-                            project=lambda v: op.project(v, y.expand(B, d)), update=update)
+    out = annealed_langevin(score, x0, sigmas, SamplerSettings(step_lr=0.02, n_steps_each=400, update=update),
+                            consistency=lambda v, eta: op.project(v, y.expand(B, d)))
     c = cov + float(sigmas[-1]) ** 2 * torch.eye(d, dtype=torch.float64)
     k, u = known, ~known
     post_mean = mu[u] + c[u][:, k] @ torch.linalg.solve(c[k][:, k], x_true[k] - mu[k])
@@ -67,7 +67,7 @@ def test_langevin_samples_have_the_prior_spread():
     torch.manual_seed(1)
     s2, sigmas = 0.25, torch.tensor([1.0, 0.3, 0.1])
     out = annealed_langevin(lambda x, lab: -x / (s2 + float(sigmas[int(lab[0])]) ** 2), torch.rand(20000, 1),
-                            sigmas, step_lr=0.001, n_steps_each=300, update="langevin")
+                            sigmas, SamplerSettings(step_lr=0.001, n_steps_each=300, update="langevin"))
     target = s2 + 0.01
     assert abs(out.var().item() - target) < 0.05 * target
 
@@ -82,7 +82,8 @@ def test_temperature_scales_the_stationary_spread(temperature):
         torch.manual_seed(seed)
         return annealed_langevin(lambda x, lab: -x / (s2 + float(sigmas[int(lab[0])]) ** 2),
                                  torch.rand(20000, 1) if seed == 1 else torch.full((20000, 1), 0.5), sigmas,
-                                 step_lr=0.001, n_steps_each=300, update="langevin", temperature=temperature)
+                                 SamplerSettings(step_lr=0.001, n_steps_each=300, update="langevin",
+                                                 temperature=temperature))
     target = temperature ** 2 * (s2 + 0.01)
     if temperature > 0:
         assert abs(run(1).var().item() - target) < 0.05 * target
@@ -100,18 +101,17 @@ def test_progressive_term_pulls_towards_the_earlier_estimate():
     term alone contracts x towards the earlier estimate by (1 - η/σ²) per step."""
     sig = torch.tensor([1.0, 0.5])
     earlier = torch.full((1, 3, 4, 4), 0.25)
-    out = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
-                            n_steps_each=200, earlier=earlier, update="noisy_copy")
+    schedule = SamplerSettings(step_lr=0.05, n_steps_each=200, update="noisy_copy")
+    out = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, schedule, earlier=earlier)
     assert (out - earlier).abs().max() < 1e-3
-    far = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, step_lr=0.05,
-                            n_steps_each=200, update="noisy_copy")
+    far = annealed_langevin(lambda x, lab: torch.zeros_like(x), torch.ones(1, 3, 4, 4), sig, schedule)
     assert torch.equal(far, torch.ones(1, 3, 4, 4))
 
 
 def test_divergence_is_detected_and_names_step_lr():
     with pytest.raises(SamplerDiverged, match="step_lr=100"):
         annealed_langevin(lambda x, lab: x * 10, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]),
-                          step_lr=100, n_steps_each=5)
+                          SamplerSettings(step_lr=100, n_steps_each=5))
 
 
 class FakePrior:
@@ -122,6 +122,7 @@ class FakePrior:
         self.sigmas = torch.tensor(sigmas)
         self.device = torch.device("cpu")
         self._score = score or (lambda x, lab: 0.3 - x)
+        self.size_multiple = transform.size_multiple * 2  # the network halves the lifted image once
 
     def score(self, x, labels):
         assert x.shape[1] == self.transform.channels
@@ -198,9 +199,11 @@ def test_progressive_weight_scales_the_pull():
     sig = torch.tensor([1.0])
     earlier = torch.zeros(1, 3, 2, 2)
     zero = lambda x, lab: torch.zeros_like(x)  # noqa: E731
-    none = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, earlier=earlier, earlier_weight=0.0)
+    none = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, SamplerSettings(0.1, 3, earlier_weight=0.0),
+                             earlier=earlier)
     assert torch.equal(none, torch.ones(1, 3, 2, 2))
-    half = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, 0.1, 3, earlier=earlier, earlier_weight=0.5)
+    half = annealed_langevin(zero, torch.ones(1, 3, 2, 2), sig, SamplerSettings(0.1, 3, earlier_weight=0.5),
+                             earlier=earlier)
     assert torch.allclose(half, torch.full((1, 3, 2, 2), (1 - 0.05) ** 3))
 
 
@@ -227,7 +230,8 @@ def test_classical_init_with_skipped_levels(init, task):
 
 def test_start_level_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="start level"):
-        annealed_langevin(lambda x, lab: x, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]), 1e-3, 1, start_level=2)
+        annealed_langevin(lambda x, lab: x, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]),
+                          SamplerSettings(1e-3, 1, start_level=2))
 
 
 @pytest.mark.parametrize("setting,word", [({"update": "euler"}, "test.update"), ({"init": "zeros"}, "test.init"),

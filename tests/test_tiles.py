@@ -1,5 +1,5 @@
 """Tiled score evaluation for large images: every Langevin step covers the whole image, the network
-sees one tile at a time and the tiles' scores are blended (runners/tiles.py)."""
+sees one tile at a time and the tiles' scores are blended (sampling/tiles.py)."""
 from dataclasses import replace
 
 import pytest
@@ -8,8 +8,8 @@ import torch
 from datasets.masks import bayer_mask, random_mask
 from datasets.transforms import make_transform
 from models.ncsn import CondRefineNetDilated
-from runners.restoration import SamplerSettings, restore_image
-from runners.tiles import TiledScore, _ramps, tile_starts
+from sampling import SamplerSettings, restore_image
+from sampling.tiles import TiledScore, _ramps, tile_starts
 from tests.test_sampler import FakePrior
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ from PIL import Image
 
 import main as hgm_main
 from conftest import REPO, subprocess_env, write_rgb_images
-from runners.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint
 
 
 def train_cmd(run, doc, data, *sets, flags=()):
@@ -214,7 +214,7 @@ def test_torchrun_on_a_restore_runner_is_refused(tmp_path, image_folder, capfd, 
 def test_a_signal_in_the_training_loop_raises_nothing_inside_it():
     """Item 7, deterministically: the loop's handler only sets a flag, so no KeyboardInterrupt can land
     inside a lock held by logging, tqdm or tensorboard (the hang after the checkpoint)."""
-    from runners.train import StopSignals
+    from runners.signals import StopSignals
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)

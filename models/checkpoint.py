@@ -208,16 +208,24 @@ def check_requested(cfg: dict, requested: dict, path: str) -> None:
                            f"or use a prior that matches it")
 
 
-def check_compatible(ckpt: dict, cfg: dict, path: str, transform: Transform | None = None) -> None:
-    """Raise, naming both values, if the checkpoint's model differs from the config's."""
+# What a warm start (new run from other weights) needs to agree: the architecture; the noise range may differ.
+ARCHITECTURE = ("transform", "channels", "ngf", "num_classes")
+
+
+def check_compatible(ckpt: dict, cfg: dict, path: str, transform: Transform | None = None,
+                     keys: tuple[str, ...] | None = None, what: str = "checkpoint") -> dict:
+    """Raise, naming both values, if the checkpoint's model differs from the config's in `keys` of
+    `model_signature` (default: all of them); `what` names the checkpoint in the message. Returns
+    the checkpoint's signature."""
     saved_cfg = ckpt.get("config")
     if not isinstance(saved_cfg, dict):
-        raise HGMError(f"{path} has no config; cannot check it against the run's config")
+        raise HGMError(f"{what} {path} has no config; cannot check it against the run's config")
     try:
         have = model_signature(saved_cfg)
     except (KeyError, TypeError, HGMError) as e:
-        raise HGMError(f"{path} holds a config this version cannot read ({e})") from e
+        raise HGMError(f"{what} {path} holds a config this version cannot read ({e})") from e
     want = model_signature(cfg, transform)
-    diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in want if have[k] != want[k]]
+    diffs = [f"{k}: checkpoint {have[k]}, config {want[k]}" for k in (keys or want) if have[k] != want[k]]
     if diffs:
-        raise HGMError(f"checkpoint {path} does not match the config: " + "; ".join(diffs))
+        raise HGMError(f"{what} {path} does not match the config: " + "; ".join(diffs))
+    return have

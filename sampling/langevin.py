@@ -1,9 +1,10 @@
 """Owns the annealed Langevin sampler with data consistency (HGM, Sec. 3.3; Alg. 1) and its two update rules.
 
 The sampler is a plain function: it gets a score function, an initial state
-in the lifted space, the noise levels and step sizes, a data-consistency
-projection and an optional earlier estimate (the progressive strategy). It
-never sees a ground truth; a caller that wants a trace passes `on_step`.
+in the lifted space, the noise levels, a schedule (step size, steps per level,
+update rule, temperature: `Schedule`), data consistency and an optional earlier
+estimate (the progressive strategy). It never sees a ground truth; a caller
+that wants a trace passes `on_step`.
 
 An update rule is a pair of small functions, in the manner of
 score_sde_pytorch's predictors: `step` moves x along the score read at
@@ -13,12 +14,10 @@ consistency wraps either (the sampler projects after every step).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
-from tqdm import tqdm
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -67,55 +66,62 @@ def step_sizes(sigmas: torch.Tensor, step_lr: float) -> list[float]:
     return [step_lr * (float(s) / float(sigmas[-1])) ** 2 for s in sigmas]
 
 
-def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, step_lr: float, n_steps_each: int, *,
-                      update: str = "noisy_copy", project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      earlier: torch.Tensor | None = None, earlier_weight: float = 1.0, start_level: int = 0,
-                      denoise: bool = False, temperature: float = 1.0,
+class Schedule(Protocol):
+    """What the sampler reads of its settings (sampling.settings.SamplerSettings in the paper's form,
+    after `for_levels`): η_i = step_lr·(σ_i/σ_L)², n_steps_each steps per level from start_level on,
+    the update rule, the injected noise's temperature, the progressive pull's weight, and whether a
+    final denoising step ends the run."""
+    step_lr: float
+    n_steps_each: int
+    update: str
+    start_level: int
+    denoise: bool
+    temperature: float
+    earlier_weight: float
+
+
+Consistency = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, settings: Schedule, *,
+                      consistency: Consistency | None = None, earlier: torch.Tensor | None = None,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
-                      divergence_limit: float = 1e4,
-                      consistency: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+                      divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
 
-    score_fn(x, labels) -> score; x: B×C×H×W initial state.
-    update: a key of UPDATE_RULES ("noisy_copy": the score read at a noisy copy, as the paper's code;
-    "langevin").
-    project(x) -> x with the measurement enforced (called after every step).
+    score_fn(x, labels) -> score; x: B×C×H×W initial state; settings: the schedule (`Schedule`).
+    update "noisy_copy" reads the score at a noisy copy (the paper's code), "langevin" at the iterate.
+    consistency(x, eta) -> x: data consistency (sampling.consistency), applied at the start with the
+    first level's η, after every step with that step's η, and after the final denoising step with
+    η = σ_L² (the Tweedie step is a gradient step of that size); None: no measurement.
     earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
     −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
-    start_level: skip the levels before it (a good initial state needs no large noise).
-    denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie),
-    which removes the sampler's leftover noise.
-    temperature: scales the injected noise (1: Langevin dynamics; < 1 samples a
-    sharpened density, moving the result towards a mode of the posterior).
+    start_level > 0 skips the levels before it (a good initial state needs no large noise).
+    denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie), which removes the
+    sampler's leftover noise. temperature scales the injected noise (1: Langevin dynamics; < 1
+    samples a sharpened density, moving the result towards a mode of the posterior).
     on_step(step, x): called after every step (traces, progress bars).
-    consistency(x, eta) -> x: data consistency that depends on the step η (a noisy measurement,
-    MaskedObservation.weigh); when given it replaces `project`: after each step with that step's η,
-    at the start with the first level's η, and after the final denoising step with η = σ_L² (the
-    Tweedie step is a gradient step of that size).
     """
-    if consistency is None:
-        project = project or (lambda v: v)
-        consistency = lambda v, eta: project(v)  # noqa: E731
-    if update not in UPDATE_RULES:
-        raise ValueError(f"unknown update {update!r} ({' | '.join(UPDATE_RULES)})")
-    if not 0 <= start_level < len(sigmas):
-        raise ValueError(f"start level {start_level} is outside the {len(sigmas)} noise levels")
-    rule = UPDATE_RULES[update]
-    etas = step_sizes(sigmas, step_lr)
-    x = consistency(x, etas[start_level])
+    consistency = consistency or (lambda v, eta: v)
+    if settings.update not in UPDATE_RULES:
+        raise ValueError(f"unknown update {settings.update!r} ({' | '.join(UPDATE_RULES)})")
+    start = settings.start_level
+    if not 0 <= start < len(sigmas):
+        raise ValueError(f"start level {start} is outside the {len(sigmas)} noise levels")
+    rule = UPDATE_RULES[settings.update]
+    etas = step_sizes(sigmas, settings.step_lr)
+    x = consistency(x, etas[start])
     read_at = x
     b = x.shape[0]
     step = 0
-    for i, (sigma, eta) in enumerate(zip(sigmas, etas)):
-        if i < start_level:
-            continue
-        sigma = float(sigma)
+    for i in range(start, len(sigmas)):
+        sigma, eta = float(sigmas[i]), etas[i]
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
-        noise_scale = temperature * math.sqrt(2.0 * eta)
-        for _ in range(n_steps_each):
+        noise_scale = settings.temperature * math.sqrt(2.0 * eta)
+        for _ in range(settings.n_steps_each):
             x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
             if earlier is not None:
-                x = x - (earlier_weight * eta / sigma ** 2) * (x - earlier)
+                x = x - (settings.earlier_weight * eta / sigma ** 2) * (x - earlier)
             x = consistency(x, eta)
             read_at = rule.read_point(x, noise_scale)
             step += 1
@@ -124,8 +130,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
         # one host sync per level, not per step
         if not bool(torch.isfinite(x).all()) or float(x.abs().amax()) > divergence_limit:
             raise SamplerDiverged(f"the iterate diverged at noise level {i + 1} of {len(sigmas)} "
-                                  f"(sigma {sigma:.4g}); step_lr={step_lr:g} is too large for this prior")
-    if denoise:
+                                  f"(sigma {sigma:.4g}); step_lr={settings.step_lr:g} is too large for this prior")
+    if settings.denoise:
         labels = torch.full((b,), len(sigmas) - 1, dtype=torch.long, device=x.device)
         last = float(sigmas[-1]) ** 2
         x = consistency(x + last * score_fn(x, labels), last)
@@ -135,13 +141,3 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
 def nfe(n_levels: int, n_steps_each: int, denoise: bool) -> int:
     """Network evaluations per sample."""
     return n_levels * n_steps_each + int(bool(denoise))
-
-
-def bars_disabled() -> bool:
-    """Progress bars are off: TQDM_DISABLE is set to anything but 0/false (main.py --quiet sets it)."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def level_bar(desc: str) -> tqdm:
-    """A per-image bar; restore_image sets its total (levels × steps × chunks)."""
-    return tqdm(desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=bars_disabled())

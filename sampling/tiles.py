@@ -1,7 +1,7 @@
 """Owns tiled score evaluation: the network applied tile by tile to a large lifted image within
 one sampler step, the tiles' scores blended into one score for the whole image.
 
-Unlike patches (runners/patches.py: every patch sampled on its own and averaged at the end), each
+Unlike patches (sampling/patches.py: every patch sampled on its own and averaged at the end), each
 Langevin step here still moves the whole image with one score field, so the sampler, its noise and
 its data consistency are those of whole-image restoration; only the network's view is bounded.
 Memory then grows with the image only through a few image-sized tensors, and the network's

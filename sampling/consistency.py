@@ -1,11 +1,17 @@
-"""Owns the measurement operator y = M ⊙ x and its data-consistency projection.
+"""Owns data consistency: the measurement operator y = M ⊙ x, its projection, and the noisy form.
 
 Both tasks of the paper observe a subset of the colour samples: a mask M
 (1 = measured, see datasets/masks.py) of the image's shape. `project` keeps
 every measured value exactly (x ← x − M⊙x + y) and leaves the rest to the prior; for a noisy
 measurement, `weigh` combines the measured value with the current estimate instead.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import torch
+
+from datasets.transforms import Transform
 
 
 class MaskedObservation:
@@ -35,3 +41,14 @@ class MaskedObservation:
         With s = 0 call `project`: this form divides η·y by η, which is y only up to rounding."""
         s2 = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device) ** 2
         return torch.where(self.mask > 0.5, (s2 * x + step * y) / (step + s2), x)
+
+
+def in_lifted_space(op: MaskedObservation, y: torch.Tensor, transform: Transform,
+                    noise_sigma: float | torch.Tensor = 0.0) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """The sampler's consistency(x, η) for a lifted iterate x: back to the image, the measurement
+    enforced (`project`; `weigh` with the step η when any noise_sigma > 0), lifted again."""
+    sig = torch.as_tensor(noise_sigma, dtype=y.dtype, device=y.device).reshape(-1)
+    if not bool((sig > 0).any()):
+        return lambda x, eta: transform.forward(op.project(transform.inverse(x), y))
+    sig = sig.view(1, -1, 1, 1) if sig.numel() == 3 else sig.reshape(())
+    return lambda x, eta: transform.forward(op.weigh(transform.inverse(x), y, sig, eta))

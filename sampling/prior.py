@@ -1,0 +1,70 @@
+"""Owns the prior: a trained score network with its transform and noise levels, built from a
+checkpoint (the checkpoint is the source of truth for its architecture, transform and levels)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from datasets.transforms import Transform, transform_from_config
+from models.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
+from models.ncsn import build_model
+
+
+@dataclass(frozen=True)
+class PriorOptions:
+    """How a prior runs: EMA weights if the checkpoint has them, bf16 autocast, torch.compile, channels-last."""
+    use_ema: bool = True
+    bf16: bool = False
+    compile: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def from_config(cls, tcfg: dict) -> PriorOptions:
+        return cls(tcfg["use_ema"], tcfg["bf16"], tcfg["compile"], tcfg["channels_last"])
+
+
+class Prior:
+    """A trained score network with its transform and noise levels."""
+
+    def __init__(self, ckpt: dict, cfg: dict, device: torch.device, options: PriorOptions = PriorOptions(),
+                 transform: Transform | None = None):
+        self.cfg = cfg
+        self.transform = transform or transform_from_config(cfg)
+        self.model, self.sigmas = build_model(cfg, self.transform.channels, device)
+        self.model.eval()
+        weights = ckpt["ema"] if (options.use_ema and "ema" in ckpt) else ckpt["model"]
+        self.model.load_state_dict(strip_module_prefix({k: v.float() for k, v in weights.items()}), strict=True)
+        self.device, self.bf16, self.channels_last = device, options.bf16, options.channels_last
+        self.step = int(ckpt.get("step", -1))
+        self.net = self.model
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if options.compile:
+            self.net = torch.compile(self.model, dynamic=False)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides the prior takes without padding: multiples of the transform's block size
+        times the network's own multiple."""
+        return self.transform.size_multiple * self.model.size_multiple
+
+    def score(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.net(x, labels).float()
+
+
+def load_prior(path: str, device: torch.device, options: PriorOptions = PriorOptions(),
+               requested: dict | None = None, base: dict | None = None) -> Prior:
+    """The prior at `path`, built from the checkpoint's own config (architecture, transform, noise
+    levels). `requested` (flat keys of checkpoint.MODEL_KEYS) are values the user set; one that
+    disagrees with the checkpoint is refused, naming both. `base`: the run's config, whose other
+    sections the prior's config keeps (default: none, only the model's keys)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = prior_config(ckpt, path, base if base is not None else {"data": {}, "model": {}})
+    check_requested(cfg, requested or {}, path)
+    return Prior(ckpt, cfg, device, options)
+
+

@@ -1,0 +1,163 @@
+"""Owns the restoration of one image with a prior (HGM, Alg. 1): the initial state, padding,
+patches or tiles, and the annealed sampler with data consistency in the lifted space.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+from datasets.errors import HGMError
+from datasets.transforms import Transform
+from sampling.consistency import MaskedObservation, in_lifted_space
+from sampling.langevin import annealed_langevin
+from sampling.patches import from_patches, pad_to_multiple, to_patches
+from sampling.prior import Prior
+from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
+from sampling.tiles import TiledScore
+
+
+def initial_image(kind: str, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sampler's starting point, on the whole image (1×3×H×W).
+
+    uniform is the paper's U(0,1) (uniform_sym: U(-1,1)); measurement keeps the
+    known values; bilinear/malvar/menon (demosaicking) and biharmonic (inpainting)
+    start from a classical estimate, which with test.start_level > 0 lets the
+    sampler skip the highest noise levels (fewer evaluations)."""
+    if kind == "uniform":
+        return torch.rand_like(y)
+    if kind == "uniform_sym":
+        return torch.rand_like(y) * 2 - 1
+    if kind == "measurement":
+        return torch.where(mask > 0.5, y, torch.rand_like(y))
+    if kind in CLASSICAL_INITS:
+        from evaluation.baselines import run_baseline
+        return run_baseline(kind, y[0].cpu(), mask[0].cpu())[None].to(y.device, y.dtype)
+    raise HGMError(f"unknown test.init {kind!r} ({' | '.join(INITS)})")
+
+
+def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: str) -> tuple[torch.Tensor, tuple]:
+    """The image stack as patches (with their layout) or padded to `multiple` (layout None)."""
+    patch = settings.patch_size
+    if not patch or max(stack.shape[-2:]) <= patch:  # an image that fits one patch is processed whole
+        return pad_to_multiple(stack, multiple, settings.pad_mode)[0], None
+    if patch % multiple:
+        raise HGMError(f"test.patch_size={patch} must be divisible by {multiple} for {name}")
+    return to_patches(stack, patch, settings.patch_stride, settings.pad_mode)
+
+
+OUT_OF_RANGE_MARGIN = 0.1
+FAILED_FRACTION = 0.05  # more unmeasured samples than this far outside [0, 1]: the schedule failed
+
+
+def schedule_failed(stats: dict) -> bool:
+    """Whether restore_image's `stats` say the sampler did not converge to an image (a trained prior
+    with a working schedule ends with almost every sample inside [0, 1]; step_lr too large does not)."""
+    return stats.get("out_of_range", 0.0) > FAILED_FRACTION
+
+
+def out_of_range_fraction(out: torch.Tensor, mask: torch.Tensor) -> float:
+    """How far the unknown samples strayed from [0, 1] before clipping (a failed schedule strays far)."""
+    unknown = out[(mask < 0.5).expand_as(out)]
+    far = ((unknown < -OUT_OF_RANGE_MARGIN) | (unknown > 1 + OUT_OF_RANGE_MARGIN)).float()
+    return float(far.mean()) if unknown.numel() else 0.0
+
+
+def check_size(t: Transform, h: int, w: int, multiple: int) -> None:
+    """Refuse an image too small for the network: padded to `multiple`, its lifted size must be at least 4×4."""
+    padded = [-(-n // multiple) * multiple for n in (h, w)]
+    lifted = t.forward(torch.zeros(1, 3, *padded)).shape[-2:]
+    if min(lifted) < 4:
+        need = 4 * padded[0] // lifted[0] - multiple + 1
+        raise HGMError(f"an image of {h}×{w} is too small to restore with the {t.name} transform "
+                       f"(at least {need}×{need} pixels)")
+
+
+def _step_hook(progress: tqdm | None, callback: Callable | None, part: tuple[int, int] | None) -> Callable | None:
+    """The sampler's on_step for one chunk: the caller's callback (told which patches) and the bar."""
+    if progress is None and callback is None:
+        return None
+
+    def on_step(step: int, x: torch.Tensor) -> None:
+        if callback is not None:
+            callback(step, x, part)
+        if progress is not None:
+            progress.update(1)
+    return on_step
+
+
+def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
+                  earlier: torch.Tensor | None = None, progress: tqdm | None = None,
+                  callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
+                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0,
+                  tile_size: int | None = None, tile_overlap: int = 64) -> torch.Tensor:
+    """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
+
+    Sizes the transform or the network cannot take are padded (the padding is
+    unknown to the sampler) and cropped back; large images go through
+    overlapping patches whose overlaps are averaged. `earlier` is an earlier
+    estimate (1×3×H×W) to pull towards (progressive strategy); `progress` a tqdm
+    bar; callback(step, x, patches) sees every lifted iterate: of the whole (padded)
+    image with patches None, else of patches [first, last) of `patch_layout`'s
+    order (`sampling.patches.to_patches`); `stats`, a dict, gets "out_of_range": the
+    fraction of unmeasured samples of the final iterate more than OUT_OF_RANGE_MARGIN outside
+    [0, 1] before clipping (see `schedule_failed`). `noise_sigma`: the measurement's noise level
+    on the [0, 1] scale, a number or one per colour channel (3 values). Returns 1×3×H×W in [0, 1]
+    whose measured samples equal y exactly when noise_sigma is 0; otherwise every data-consistency
+    step, the last included, weighs y against the iterate (`MaskedObservation.weigh`) and the
+    measured samples are estimates, not the noisy values. `tile_size`: a whole image (no patches)
+    with a side longer than this many pixels has its score evaluated in overlapping tiles of this
+    size sharing `tile_overlap` pixels, blended into one score per step (sampling/tiles.py), so the
+    network's memory is that of one tile; the bar then counts tile evaluations.
+    """
+    t = prior.transform
+    settings = settings.for_levels(prior.sigmas)
+    h, w = y.shape[-2:]
+    if not settings.patch_size:
+        check_size(t, h, w, prior.size_multiple)
+    init = initial_image(settings.init, y, mask)
+    stack = torch.cat([y, mask, init] + ([earlier] if earlier is not None else []), dim=1)
+    tiles, layout = _tiles(stack, settings, prior.size_multiple, t.name)
+    ys, ms, inits = tiles[:, :3], tiles[:, 3:6], tiles[:, 6:9]
+    earliers = tiles[:, 9:12] if earlier is not None else None
+    if layout is None and tiles.shape[-2:] != (h, w):
+        # padded samples are unknown to the sampler, whatever the pad copied
+        ms = ms.clone()
+        ms[..., h:, :] = 0
+        ms[..., :, w:] = 0
+    ys = ys * ms
+    chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
+    score_fn, steps = prior.score, (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    if layout is None and tile_size and max(h, w) > tile_size:
+        small = prior.size_multiple
+        ratio = t.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel
+        score_fn = TiledScore(prior.score, (int(ys.shape[-2] * ratio), int(ys.shape[-1] * ratio)),
+                              max(2, int(tile_size * ratio) // 2 * 2), int(tile_overlap * ratio),
+                              on_tile=None if progress is None else (lambda bar=progress: bar.update(1)))
+        if progress is not None:  # one bar step per tile evaluation
+            progress.total = len(score_fn) * (steps + int(settings.denoise))
+            progress.refresh()
+            progress = None  # the tiles move it, not the steps
+    elif progress is not None:  # one bar step per sampler step of every chunk
+        progress.total = -(-ys.shape[0] // chunk) * steps
+        progress.refresh()
+    noisy = bool((torch.as_tensor(noise_sigma) > 0).any())
+    outs = []
+    for k in range(0, ys.shape[0], chunk):
+        yk, mk = ys[k:k + chunk], ms[k:k + chunk]
+        on_step = _step_hook(progress, callback, None if layout is None else (k, k + yk.shape[0]))
+        consistency = in_lifted_space(MaskedObservation(mk), yk, t, noise_sigma)
+        earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
+        xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
+                               consistency=consistency, earlier=earlier_k, on_step=on_step)
+        outs.append(t.inverse(xk))
+    out = torch.cat(outs, dim=0)
+    out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
+    if stats is not None:
+        stats["out_of_range"] = out_of_range_fraction(out, mask)
+    if noisy:  # the sampler's last step weighed the measurement; reinserting it would put the noise back
+        return out.clamp(0, 1)
+    # clip, then enforce the measurement once more: overlap averaging is exact
+    # for identical values, but this makes it a guarantee
+    return MaskedObservation(mask).project(out.clamp(0, 1), y)

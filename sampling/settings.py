@@ -1,0 +1,97 @@
+"""Owns the sampler's settings for one image (the test.* keys of the same names) and their two
+forms: the paper's (step_lr, start_level) and one that means the same for any prior
+(step_scale, sigma_start)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from datasets.errors import HGMError
+from sampling.langevin import UPDATE_RULES
+
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
+CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How one image is sampled (the test.* keys of the same names; test.progressive.weight is
+    earlier_weight). Defaults are those of configs/anneal.yml; `from_config` validates.
+
+    The step size and the first level come in two forms: the paper's (step_lr, start_level),
+    whose meaning depends on the prior's noise levels, and one that means the same for any
+    prior (step_scale: η_i = step_scale·σ_i²; sigma_start: the level nearest this σ).
+    `for_levels` turns the second into the first for a given prior."""
+    step_lr: float | None
+    n_steps_each: int
+    update: str = "noisy_copy"
+    init: str = "uniform"
+    start_level: int | None = 0
+    denoise: bool = False
+    temperature: float = 1.0
+    earlier_weight: float = 1.0
+    patch_size: int | None = None
+    patch_stride: int = 256
+    pad_mode: str = "circular"
+    patch_batch: int | None = None
+    step_scale: float | None = None
+    sigma_start: float | None = None
+
+    @classmethod
+    def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
+        """The settings of a test.* section, checked; resolved for `sigmas` when given."""
+        keys = [f.name for f in dataclasses.fields(cls) if f.name != "earlier_weight"]
+        settings = cls(**{k: tcfg[k] for k in keys}, earlier_weight=tcfg["progressive"]["weight"])
+        settings.validate()
+        return settings if sigmas is None else settings.for_levels(sigmas)
+
+    def validate(self) -> None:
+        """Values the config schema cannot check by type alone."""
+        checks = [
+            (self.update in UPDATE_RULES, f"test.update={self.update!r} ({' | '.join(UPDATE_RULES)})"),
+            (self.init in INITS, f"test.init={self.init!r} ({' | '.join(INITS)})"),
+            (self.step_lr is not None or self.step_scale is not None, "test.step_lr and test.step_scale "
+             "(one must be set)"),
+            (self.step_lr is None or self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),
+            (self.step_scale is None or self.step_scale > 0, f"test.step_scale={self.step_scale} (must be > 0)"),
+            (self.sigma_start is None or self.sigma_start > 0, f"test.sigma_start={self.sigma_start} (must be > 0)"),
+            (self.temperature >= 0, f"test.temperature={self.temperature} (must be >= 0)"),
+            (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
+            (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
+             "test.sigma_start (one must be set)"),
+            (self.start_level is None or self.start_level >= 0, f"test.start_level={self.start_level} (must be >= 0)"),
+            (self.patch_size is None or self.patch_size >= 1,
+             f"test.patch_size={self.patch_size} (must be >= 1, or null for whole images)"),
+            (not self.patch_size or self.patch_size < 1 or 0 < self.patch_stride <= self.patch_size,
+             f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise HGMError(f"bad setting {what}")
+
+    def for_levels(self, sigmas: torch.Tensor) -> SamplerSettings:
+        """These settings in the paper's form (step_lr, start_level) for a prior with these noise levels."""
+        n = len(sigmas)
+        step_lr = self.step_lr if self.step_scale is None else self.step_scale * float(sigmas[-1]) ** 2
+        start = self.start_level if self.sigma_start is None else nearest_level(sigmas, self.sigma_start)
+        if not 0 <= start < n:
+            raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
+        return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
+
+    def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
+        """These settings with another step size (the paper's form) and step count (None keeps the current one)."""
+        if step_lr:
+            return dataclasses.replace(self, step_lr=step_lr, step_scale=None,
+                                       n_steps_each=n_steps_each or self.n_steps_each)
+        return dataclasses.replace(self, n_steps_each=n_steps_each or self.n_steps_each)
+
+
+def nearest_level(sigmas: torch.Tensor, sigma: float) -> int:
+    """The index of the noise level nearest `sigma` on a log scale (levels are geometric)."""
+    logs = torch.log(torch.as_tensor(sigmas, dtype=torch.float64))
+    return int(torch.argmin((logs - math.log(sigma)).abs()))
+
+
