@@ -11,7 +11,8 @@ Images are NumPy arrays or torch tensors: H×W×3 or 3×H×W (an H×W mosaic, a 
 need value_range=(black, white) and are refused without it (datasets/arrays.py states the contract).
 Results come back in the same kind: container, dtype, range and layout. Everything runs
 under torch.inference_mode. Import it from the clone's root (or put the clone on PYTHONPATH): it
-uses the clone's own `datasets`, `models` and `runners` folders, which are not installed anywhere.
+uses the clone's own packages (`datasets`, `models`, `sampling`, `classical`, `runners`), which are not
+installed anywhere.
 """
 from __future__ import annotations
 

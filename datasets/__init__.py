@@ -1,1 +1,1 @@
-"""Data, the bottom layer: image files, test inputs, masks, measurement operators, transforms (liftings), errors."""
+"""Data, the bottom layer: image files, test inputs, masks, noise, transforms (liftings), file safety, errors."""

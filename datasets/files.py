@@ -3,7 +3,7 @@ written whole or not at all, earlier outputs moved aside and never deleted, outp
 would destroy or pollute an input refused, and a lock that keeps a second writer out of a folder
 while a run uses it.
 
-It sits in `datasets/` (the bottom layer) because image writing (datasets/folder.py) and the
+It sits in `datasets/` (the bottom layer) because image writing (datasets/image_files.py) and the
 restoration report (evaluation/report.py) use it as well as the runners and scripts.
 
 - `atomic_write(path, write)`: write(tmp) then rename; on any failure the temporary is removed, and a

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from datasets.errors import HGMError
-from datasets.folder import list_images, read_image
+from datasets.image_files import list_images, read_image
 from datasets.masks import bayer_mask, mask_for_image
 from datasets.noise import NOISE_AUTO, add_measurement_noise, parse_noise_sigma
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datasets.errors import HGMError
-from datasets.folder import checked_header
+from datasets.image_files import checked_header
 
 PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 _CHANNEL = {"r": 0, "g": 1, "b": 2}

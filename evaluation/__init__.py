@@ -1,1 +1,1 @@
-"""Evaluation: image-quality metrics, the classical baselines HGM is compared against, and the metrics.csv report."""
+"""Evaluation: image-quality metrics and the metrics.csv report (the methods compared against: classical/)."""

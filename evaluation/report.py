@@ -18,7 +18,7 @@ import torch
 
 from datasets.errors import HGMError
 from datasets.files import atomic_write, write_text
-from datasets.folder import read_image
+from datasets.image_files import read_image
 from evaluation.metrics import psnr, ssim
 
 log = logging.getLogger("hgm")

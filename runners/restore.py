@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from datasets.errors import HGMError
 from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
-from datasets.folder import save_image
+from datasets.image_files import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
 from datasets.noise import noise_level, parse_noise_sigma
 from evaluation.metrics import psnr

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from datasets.errors import HGMError
 from datasets.files import FolderLock, check_output_location, move_aside, remove_stale_temporaries
-from datasets.folder import RandomCrops, as_float, training_images
+from datasets.training_data import RandomCrops, as_float, training_images
 from datasets.transforms import Transform, transform_from_config
 from losses.dsm import anneal_dsm_loss
 from models.checkpoint import (

@@ -32,7 +32,7 @@ def initial_image(kind: str, y: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     if kind == "measurement":
         return torch.where(mask > 0.5, y, torch.rand_like(y))
     if kind in CLASSICAL_INITS:
-        from evaluation.baselines import run_baseline
+        from classical import run_baseline
         return run_baseline(kind, y[0].cpu(), mask[0].cpu())[None].to(y.device, y.dtype)
     raise HGMError(f"unknown test.init {kind!r} ({' | '.join(INITS)})")
 

@@ -38,7 +38,7 @@ def synthetic(h: int, w: int) -> torch.Tensor:
 def image_of_size(path: str | None, h: int, w: int) -> torch.Tensor:
     if path is None:
         return synthetic(h, w)
-    from datasets.folder import read_image
+    from datasets.image_files import read_image
     x = read_image(path).numpy()
     x = np.pad(x, ((0, 0), (0, max(0, h - x.shape[1])), (0, max(0, w - x.shape[2]))), mode="symmetric")
     return torch.from_numpy(np.ascontiguousarray(x[:, :h, :w]))

@@ -29,7 +29,7 @@ import main as hgm
 hgm.configure_threads_environment()  # before torch loads: the demo restores in this process
 from datasets.errors import HGMError
 from datasets.files import FolderLock, check_output_location, move_aside
-from datasets.folder import read_image
+from datasets.image_files import read_image
 from evaluation.report import error_map, write_panels
 from scripts import make_table, run_baseline
 

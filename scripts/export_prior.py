@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     d = load_checkpoint(a.src)["config"]["data"]  # with the data path, to list the held-out images
     out = export(a.src, a.dst, a.ema)
     if a.card:
-        from datasets.folder import held_out_paths
+        from datasets.training_data import held_out_paths
         try:
             held = [os.path.basename(x)
                     for x in held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])]

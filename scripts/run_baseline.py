@@ -17,11 +17,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from classical import NOISY_DEMOSAIC_BASELINES, run_baseline
 from datasets.errors import HGMError
 from datasets.files import FolderLock, check_output_location, prepare_output
-from datasets.folder import save_image
+from datasets.image_files import save_image
 from datasets.inputs import load_inputs
-from evaluation.baselines import NOISY_DEMOSAIC_BASELINES, run_baseline
 from evaluation.report import image_metrics_of_file, write_comparison, write_metrics
 from runners.config import dump_config, load_config, parse_set
 from scripts.cli import one_line_errors

@@ -25,8 +25,9 @@ import main as hgm
 hgm.configure_threads_environment()  # before torch loads: it restores in this process
 from datasets.errors import HGMError
 from datasets.files import FolderLock, check_output_location, write_text
-from datasets.folder import held_out_paths, read_image, save_image
+from datasets.image_files import read_image, save_image
 from datasets.inputs import centre_crop
+from datasets.training_data import held_out_paths
 from evaluation.report import read_metrics, run_complete
 from models.checkpoint import load_checkpoint
 from runners.config import load_config, parse_set, schema

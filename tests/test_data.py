@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import write_rgb_images
 from datasets.errors import HGMError
-from datasets.folder import RandomCrops, as_float, list_images, read_image, read_images, to_storage, training_images
+from datasets.image_files import list_images, read_image, read_images
+from datasets.training_data import RandomCrops, as_float, to_storage, training_images
 
 
 def save(arr, path, **kw):
@@ -264,7 +265,7 @@ def test_lazy_loading_gives_the_same_split(tmp_path):
 def test_16bit_colour_tiff_keeps_its_precision(tmp_path):
     import tifffile
 
-    from datasets.folder import read_image
+    from datasets.image_files import read_image
     a = (np.random.default_rng(0).random((6, 7, 3)) * 65535).astype(np.uint16)
     tifffile.imwrite(tmp_path / "deep.tif", a, photometric="rgb")
     x = read_image(str(tmp_path / "deep.tif"))
@@ -277,7 +278,7 @@ def test_16bit_colour_png_is_read_to_8_bit_precision(tmp_path):
     import struct
     import zlib
 
-    from datasets.folder import read_image
+    from datasets.image_files import read_image
     a = (np.random.default_rng(1).random((5, 6, 3)) * 65535).astype(">u2")
     raw = b"".join(b"\x00" + a[i].tobytes() for i in range(5))
 

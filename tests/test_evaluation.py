@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.errors import HGMError
-from datasets.masks import PATTERNS, bayer_mask, random_mask
-from evaluation.baselines import (
+from classical import (
     BASELINES,
     bayer_pattern_of,
     biharmonic_inpaint,
@@ -17,6 +15,8 @@ from evaluation.baselines import (
     menon_demosaic,
     run_baseline,
 )
+from datasets.errors import HGMError
+from datasets.masks import PATTERNS, bayer_mask, random_mask
 from evaluation.metrics import psnr, ssim
 
 DEMOSAIC = {"bilinear": bilinear_demosaic, "malvar": malvar_demosaic, "menon": menon_demosaic}

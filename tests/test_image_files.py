@@ -9,7 +9,7 @@ from PIL import Image
 
 import main as hgm_main
 from conftest import write_rgb_images
-from datasets import folder
+from datasets import image_files, training_data
 from datasets.errors import HGMError
 from datasets.masks import read_mask_file
 
@@ -28,12 +28,12 @@ def write(path, arr):
 def test_every_reader_refuses_an_image_over_the_pixel_limit(tmp_path, monkeypatch, ext):
     """Item 6: the limit is named; TIFFs (tiled, compressed: a 236 KB file can hold 15000×15000) had none."""
     path = write(tmp_path / f"big.{ext}", np.zeros((64, 80, 3), np.uint8))
-    monkeypatch.setattr(folder, "MAX_PIXELS", 64 * 80 - 1)
-    for read in (folder.read_image, folder.image_size, lambda p: read_mask_file(p, 64, 80)):
+    monkeypatch.setattr(image_files, "MAX_PIXELS", 64 * 80 - 1)
+    for read in (image_files.read_image, image_files.image_size, lambda p: read_mask_file(p, 64, 80)):
         with pytest.raises(HGMError, match=r"80×64 = 5,120 pixels, over the limit of 5,119 pixels per image \(HGM_"):
             read(path)
-    monkeypatch.setattr(folder, "MAX_PIXELS", 64 * 80)
-    assert folder.read_image(path).shape == (3, 64, 80)
+    monkeypatch.setattr(image_files, "MAX_PIXELS", 64 * 80)
+    assert image_files.read_image(path).shape == (3, 64, 80)
 
 
 def test_the_lazy_header_check_decodes_nothing(tmp_path, monkeypatch):
@@ -47,8 +47,8 @@ def test_the_lazy_header_check_decodes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(tifffile, "imread", no_decoding)
     monkeypatch.setattr(tifffile.TiffPage, "asarray", no_decoding)
     monkeypatch.setattr(Image.Image, "load", no_decoding)
-    assert folder.usable_paths([path], min_size=16) == [path]
-    assert folder.image_size(path) == (40, 48)
+    assert image_files.usable_paths([path], min_size=16) == [path]
+    assert image_files.image_size(path) == (40, 48)
 
 
 def rgba(alpha, colour=255):
@@ -98,7 +98,7 @@ def test_folder_symlinks_are_named_not_skipped_silently(tmp_path, hgm_log):
     write_rgb_images(tmp_path / "data" / "a", n=1)
     write_rgb_images(tmp_path / "elsewhere", n=2)
     os.symlink(tmp_path / "elsewhere", tmp_path / "data" / "linked")
-    assert len(folder.list_images(str(tmp_path / "data"))) == 1
+    assert len(image_files.list_images(str(tmp_path / "data"))) == 1
     assert "1 folder symlink(s) not followed" in hgm_log.text and "linked" in hgm_log.text
 
 
@@ -107,15 +107,15 @@ def test_a_corrupt_held_out_image_is_replaced_without_preloading(tmp_path, capfd
     data.preload=false ("no usable image among 1 files"); another image is held out instead."""
     data = tmp_path / "data"
     write_rgb_images(data, n=9)
-    paths = folder.list_images(str(data))
-    held = folder.lazy_split(paths, 16, 1, seed=0)[2][0]  # the image seed 0 holds out
+    paths = image_files.list_images(str(data))
+    held = training_data.lazy_split(paths, 16, 1, seed=0)[2][0]  # the image seed 0 holds out
     blob = open(held, "rb").read()
     os.remove(held)
     Image.open(paths[0 if held != paths[0] else 1]).convert("RGB").save(held[:-4] + ".jpg", quality=95)
     cut = held[:-4] + ".jpg"
     with open(cut, "r+b") as f:
         f.truncate(len(open(cut, "rb").read()) // 2)
-    assert blob and folder.lazy_split(folder.list_images(str(data)), 16, 1, seed=0)[2] != [cut]
+    assert blob and training_data.lazy_split(image_files.list_images(str(data)), 16, 1, seed=0)[2] != [cut]
     rc = hgm_main.main(["--runner", "train_3ch_rgb", "--config", "tiny.yml", "--doc", "t", "--run",
                         str(tmp_path / "R"), "--set", f"data.path={data}", "data.preload=false", "data.val_images=1",
                         "training.n_iters=2", "training.val_freq=1"])

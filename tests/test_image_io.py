@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_png, read_file
 
 from datasets.errors import HGMError
-from datasets.folder import ORIENTATIONS, png16_bytes, read_image, save_image
+from datasets.image_files import ORIENTATIONS, png16_bytes, read_image, save_image
 
 
 def random16(h=9, w=11, seed=0):

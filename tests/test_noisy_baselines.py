@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from classical import NOISY_DEMOSAIC_BASELINES, run_baseline
 from datasets.errors import HGMError
 from datasets.masks import bayer_mask
 from datasets.noise import add_measurement_noise
-from evaluation.baselines import NOISY_DEMOSAIC_BASELINES, run_baseline
 from evaluation.metrics import psnr
 from scripts import run_baseline as run_baseline_script
 

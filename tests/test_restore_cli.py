@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import main as hgm_main
-from datasets.folder import read_image
+from datasets.image_files import read_image
 from datasets.masks import bayer_mask
 from evaluation.metrics import psnr
 

@@ -185,12 +185,12 @@ def test_ssim_of_small_images():
 
 def test_save_image_is_atomic_and_refuses_nan(tmp_path, monkeypatch):
     """Restoration never writes a NaN or a partial PNG."""
-    from datasets import folder
+    from datasets import image_files
     path = str(tmp_path / "r" / "x.png")
     with pytest.raises(HGMError, match="NaN"):
-        folder.save_image(torch.full((3, 4, 4), float("nan")), path)
+        image_files.save_image(torch.full((3, 4, 4), float("nan")), path)
     assert not os.path.exists(path)
-    folder.save_image(torch.ones(3, 4, 4), path)
+    image_files.save_image(torch.ones(3, 4, 4), path)
     before = open(path, "rb").read()
 
     def broken_save(self, fp, *a, **k):  # a disk that fills up half way
@@ -199,7 +199,7 @@ def test_save_image_is_atomic_and_refuses_nan(tmp_path, monkeypatch):
         raise OSError("No space left on device")
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError):
-        folder.save_image(torch.zeros(3, 4, 4), path)
+        image_files.save_image(torch.zeros(3, 4, 4), path)
     assert open(path, "rb").read() == before  # the old file whole, no partial one, no temporary left
     assert os.listdir(os.path.dirname(path)) == ["x.png"]
 

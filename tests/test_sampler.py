@@ -223,7 +223,7 @@ def test_classical_init_with_skipped_levels(init, task):
     out = restore_image(prior, gt * mask, mask,
                         replace(SETTINGS, init=init, start_level=2, denoise=False, step_lr=1e-3, n_steps_each=2))
     assert calls == [2, 2, 3, 3]  # only the last two levels ran
-    from evaluation.baselines import run_baseline
+    from classical import run_baseline
     assert torch.allclose(out, run_baseline(init, (gt * mask)[0], mask[0])[None], atol=1e-5)
     assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
 

@@ -160,7 +160,7 @@ def test_lazy_loading_skips_corrupt_and_small_images_like_preload(tmp_path, capf
 
 def test_lazy_images_name_the_file_when_nothing_is_usable(tmp_path):
     from datasets.errors import HGMError
-    from datasets.folder import LazyImages
+    from datasets.training_data import LazyImages
     (tmp_path / "a.png").write_bytes(b"not an image")
     with pytest.raises(HGMError, match="a.png"):
         LazyImages([str(tmp_path / "a.png")], 16)[0]
