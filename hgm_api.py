@@ -132,8 +132,8 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
         noise = noise_level(tcfg["noise_sigma"], y[i], m[i])
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
-            outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings, noise_sigma=noise,
-                                      tile_size=tcfg["tile_size"], tile_overlap=tcfg["tile_overlap"]).float().cpu())
+            outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings,
+                                      noise_sigma=noise).float().cpu())
     return from_unit(torch.cat(outs).clone(), kind)  # a clone: an ordinary tensor, not an inference one
 
 

@@ -108,9 +108,6 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
-        if tcfg["tile_size"] < 0 or tcfg["tile_overlap"] < 0:
-            raise HGMError(f"test.tile_size={tcfg['tile_size']} and test.tile_overlap={tcfg['tile_overlap']} must be "
-                           f">= 0 (tile_size 0: never tile)")
         if tcfg["output_bits"] not in (8, 16):
             raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
         parse_noise_sigma(tcfg["noise_sigma"])
@@ -275,6 +272,5 @@ class RestoreRunner:
             with level_bar(item.stem) as bar:
                 result = restore_image(r.prior, yd, md, r.settings, earlier, progress=bar,
                                        callback=self.trace_callback(r, item, traces), stats=stats,
-                                       noise_sigma=noise, tile_size=self.tcfg["tile_size"],
-                                       tile_overlap=self.tcfg["tile_overlap"])
+                                       noise_sigma=noise)
         return result[0].cpu(), cost

@@ -90,8 +90,7 @@ def _step_hook(progress: tqdm | None, callback: Callable | None, part: tuple[int
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
-                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0,
-                  tile_size: int | None = None, tile_overlap: int = 64) -> torch.Tensor:
+                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 
     Sizes the transform or the network cannot take are padded (the padding is
@@ -106,9 +105,9 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     on the [0, 1] scale, a number or one per colour channel (3 values). Returns 1×3×H×W in [0, 1]
     whose measured samples equal y exactly when noise_sigma is 0; otherwise every data-consistency
     step, the last included, weighs y against the iterate (`MaskedObservation.weigh`) and the
-    measured samples are estimates, not the noisy values. `tile_size`: a whole image (no patches)
+    measured samples are estimates, not the noisy values. `settings.tile_size`: a whole image (no patches)
     with a side longer than this many pixels has its score evaluated in overlapping tiles of this
-    size sharing `tile_overlap` pixels, blended into one score per step (sampling/tiles.py), so the
+    size sharing `settings.tile_overlap` pixels, blended into one score per step (sampling/tiles.py), so the
     network's memory is that of one tile; the bar then counts tile evaluations.
     """
     t = prior.transform
@@ -129,6 +128,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
     score_fn, steps = prior.score, (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    tile_size, tile_overlap = settings.tile_size, settings.tile_overlap
     if layout is None and tile_size and max(h, w) > tile_size:
         small = prior.size_multiple
         ratio = t.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel

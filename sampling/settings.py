@@ -39,6 +39,8 @@ class SamplerSettings:
     patch_batch: int | None = None
     step_scale: float | None = None
     sigma_start: float | None = None
+    tile_size: int | None = None
+    tile_overlap: int = 64
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
@@ -67,6 +69,8 @@ class SamplerSettings:
              f"test.patch_size={self.patch_size} (must be >= 1, or null for whole images)"),
             (not self.patch_size or self.patch_size < 1 or 0 < self.patch_stride <= self.patch_size,
              f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
+            ((self.tile_size or 0) >= 0 and self.tile_overlap >= 0, f"test.tile_size={self.tile_size} and "
+             f"test.tile_overlap={self.tile_overlap} (must be >= 0; tile_size 0 or null: never tile)"),
         ]
         for ok, what in checks:
             if not ok:

@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
@@ -48,20 +49,19 @@ def child(config: str, image: str | None, h: int, w: int, tile: int, overlap: in
     """One restoration in this process; returns its time, peak memory and PSNR."""
     from datasets.masks import bayer_mask
     from evaluation.metrics import psnr
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import resolve_checkpoint_path
     from runners.config import load_config
-    from sampling import Prior, SamplerSettings, restore_image
+    from sampling import SamplerSettings, load_prior, restore_image
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = load_config(config)
-    ckpt = load_checkpoint(cfg["test"]["checkpoint"])
-    prior = Prior(ckpt, ckpt["config"], torch.device("cpu"))
-    settings = SamplerSettings.from_config(cfg["test"], len(prior.sigmas))
+    prior = load_prior(resolve_checkpoint_path(cfg["test"]["checkpoint"]), torch.device("cpu"))
+    settings = replace(SamplerSettings.from_config(cfg["test"], prior.sigmas), tile_size=tile, tile_overlap=overlap)
     gt = image_of_size(image, h, w)[None]
     mask = bayer_mask("rggb", h, w)[None]
     torch.manual_seed(0)
     t0 = time.time()
     with torch.inference_mode():
-        out = restore_image(prior, gt * mask, mask, settings, tile_size=tile, tile_overlap=overlap)
+        out = restore_image(prior, gt * mask, mask, settings)
     seconds = time.time() - t0
     return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "psnr": psnr(out[0], gt[0])}

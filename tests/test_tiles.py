@@ -48,7 +48,8 @@ def test_tiled_restoration_with_a_local_score_equals_whole_image_restoration(tra
     outs = []
     for tile in (None, 16):
         torch.manual_seed(1)
-        outs.append(restore_image(prior, y * mask, mask, SETTINGS, noise_sigma=noise, tile_size=tile, tile_overlap=6))
+        outs.append(restore_image(prior, y * mask, mask, replace(SETTINGS, tile_size=tile, tile_overlap=6),
+                                  noise_sigma=noise))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
 
 
@@ -75,7 +76,7 @@ def test_tiled_and_whole_image_restoration_agree_with_a_real_network():
     with torch.inference_mode():
         for tile in (None, 64, 32):
             torch.manual_seed(1)
-            outs[tile] = restore_image(prior, gt * mask, mask, settings, tile_size=tile, tile_overlap=16)
+            outs[tile] = restore_image(prior, gt * mask, mask, replace(settings, tile_size=tile, tile_overlap=16))
     assert torch.equal(outs[None], outs[64])
     assert not torch.equal(outs[None], outs[32])  # 3×2 tiles did run
     assert psnr(outs[32][0], outs[None][0]) > 40
@@ -97,7 +98,7 @@ def test_the_progress_bar_counts_tile_evaluations():
     h, w = 40, 40
     y, mask = torch.rand(1, 3, h, w), bayer_mask("rggb", h, w)[None]
     prior, bar = FakePrior(make_transform("identity")), Bar()
-    restore_image(prior, y * mask, mask, SETTINGS, progress=bar, tile_size=16, tile_overlap=4)
+    restore_image(prior, y * mask, mask, replace(SETTINGS, tile_size=16, tile_overlap=4), progress=bar)
     assert bar.total == bar.n == 9 * (2 * 2 + 1)  # 3×3 tiles × (2 levels × 2 steps + denoising)
 
 
@@ -109,3 +110,20 @@ def test_the_benchmark_reads_its_sizes_and_names_a_bad_one():
         parse_sizes("4000by3000")
     x = synthetic(30, 40)
     assert x.shape == (3, 30, 40) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_the_benchmark_runs_end_to_end_on_a_small_image():
+    """The table's row for one small size: the tiled and the whole-image restoration both ran, each in
+    its own process, with the shipped preset and prior."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    proc = subprocess.run([sys.executable, "scripts/benchmark_tiles.py", "--sizes", "48x40", "--tile", "32",
+                           "--overlap", "8", "--whole_max", "100000"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    row = proc.stdout.strip().splitlines()[-1].split("|")
+    assert row[1].strip() == "48×40" and row[3].strip() == "32"
+    tiled, whole, diff = (float(v) for v in row[6:9])
+    assert 20 < tiled < 60 and 20 < whole < 60 and abs(diff) < 1.0
