@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import main as hgm_main
-from scripts import benchmark, export_prior, make_table, run_baseline
+from scripts import benchmark, export_prior, make_table, run_baseline, speed_presets
 
 
 def images(folder, n=2, size=(24, 32)):
@@ -63,6 +63,28 @@ def test_benchmark_runs_and_prints_its_last_line(capsys):
                            "--device", "cpu"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("speedup_vs_reference=") and "flop_utilisation=" in last
+
+
+@pytest.mark.parametrize("config", ["demosaic.yml", "inpaint.yml"])
+def test_speed_presets_compares_modes_on_held_out_images(config, tmp_path, capsys):
+    """One row per mode, fp32 the baseline (×1.00, Δ 0), and the verdict line; the held-out images
+    are the shipped prior's split (8 of the folder) and only --n of them are used."""
+    from conftest import write_rgb_images
+    write_rgb_images(str(tmp_path / "train"), n=10, size=(72, 80))
+    assert speed_presets.main(["--config", config, "--data", str(tmp_path / "train"), "--n", "2", "--crop", "64",
+                               "--steps", "1", "--modes", "fp32,bf16,channels_last"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "2 held-out images (64×64 first)" in out[0]
+    rows = {r.split("|")[1].strip(): r.split("|") for r in out if r.startswith("| ") and "mode" not in r}
+    assert set(rows) == {"fp32", "bf16", "channels_last"}
+    assert rows["fp32"][3].strip() == "1.00" and rows["fp32"][5].strip() == "+0.000"
+    assert all(0 < float(r[4]) < 100 for r in rows.values())  # random test images: any finite PSNR
+    assert out[-1].startswith("fastest_within=") and "speedup=" in out[-1]
+
+
+def test_speed_presets_needs_fp32_to_compare_with(tmp_path, capsys):
+    assert speed_presets.main(["--data", str(tmp_path), "--modes", "bf16"]) == 1
+    assert "must include fp32" in capsys.readouterr().err
 
 
 def run_reproduce(tmp_path, task, **env):
