@@ -87,6 +87,18 @@ def _step_hook(progress: tqdm | None, callback: Callable | None, part: tuple[int
     return on_step
 
 
+def tiled_score(prior: Prior, settings: SamplerSettings, padded: tuple[int, int],
+                progress: tqdm | None) -> TiledScore:
+    """The prior's score on an image of `padded` pixels, evaluated in overlapping tiles of
+    settings.tile_size pixels sharing settings.tile_overlap (in lifted samples: the transform's
+    ratio); `progress` moves once per tile evaluation."""
+    small = prior.size_multiple
+    ratio = prior.transform.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel
+    return TiledScore(prior.score, (int(padded[0] * ratio), int(padded[1] * ratio)),
+                      max(2, int(settings.tile_size * ratio) // 2 * 2), int(settings.tile_overlap * ratio),
+                      on_tile=None if progress is None else (lambda bar=progress: bar.update(1)))
+
+
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
@@ -127,26 +139,20 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
-    score_fn, steps = prior.score, (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
-    tile_size, tile_overlap = settings.tile_size, settings.tile_overlap
-    if layout is None and tile_size and max(h, w) > tile_size:
-        small = prior.size_multiple
-        ratio = t.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel
-        score_fn = TiledScore(prior.score, (int(ys.shape[-2] * ratio), int(ys.shape[-1] * ratio)),
-                              max(2, int(tile_size * ratio) // 2 * 2), int(tile_overlap * ratio),
-                              on_tile=None if progress is None else (lambda bar=progress: bar.update(1)))
-        if progress is not None:  # one bar step per tile evaluation
-            progress.total = len(score_fn) * (steps + int(settings.denoise))
-            progress.refresh()
-            progress = None  # the tiles move it, not the steps
-    elif progress is not None:  # one bar step per sampler step of every chunk
-        progress.total = -(-ys.shape[0] // chunk) * steps
+    steps = (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    if layout is None and settings.tile_size and max(h, w) > settings.tile_size:
+        score_fn = tiled_score(prior, settings, ys.shape[-2:], progress)
+        total, step_bar = len(score_fn) * (steps + int(settings.denoise)), None  # the tiles move the bar
+    else:
+        score_fn, total, step_bar = prior.score, -(-ys.shape[0] // chunk) * steps, progress
+    if progress is not None:
+        progress.total = total
         progress.refresh()
     noisy = bool((torch.as_tensor(noise_sigma) > 0).any())
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]
-        on_step = _step_hook(progress, callback, None if layout is None else (k, k + yk.shape[0]))
+        on_step = _step_hook(step_bar, callback, None if layout is None else (k, k + yk.shape[0]))
         consistency = in_lifted_space(MaskedObservation(mk), yk, t, noise_sigma)
         earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
         xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
