@@ -41,6 +41,12 @@ NULLABLE = {
 }
 
 
+# Keys with a non-null default that also take another type: the types a value may have.
+UNION = {
+    "test.compile": (bool, str),  # true / false, or "auto" (runners.restore.compile_pays decides)
+}
+
+
 # Configs that were merged into one file (they differed only in comments): old name -> new file.
 RENAMED = {"demosaic_6ch.yml": "demosaic_paper.yml", "demosaic_12ch.yml": "demosaic_paper.yml",
            "inpaint_3ch.yml": "inpaint_paper.yml", "inpaint_6ch.yml": "inpaint_paper.yml"}
@@ -201,7 +207,7 @@ def validate(cfg: dict, schema: dict) -> dict:
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise HGMError(f"unknown config key {key!r}{hint}")
         default = flat_schema[key]
-        want = type(default) if default is not None else NULLABLE.get(key)
+        want = UNION.get(key) or (type(default) if default is not None else NULLABLE.get(key))
         if value is None:
             if default is None or key in ALTERNATIVE_KEYS:
                 continue

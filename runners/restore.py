@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,21 @@ from sampling.patches import to_patches
 from sampling.restore_image import schedule_failed
 
 log = logging.getLogger("hgm")
+
+# test.compile: auto compiles when the images of the commonest shape need at least this many
+# megapixel-evaluations (images × megapixels × NFE). Measured on 2 CPU cores (scripts/speed_presets.py):
+# compilation takes about 130 s per shape and saves about 31 % of 4–8 s per megapixel-evaluation, so it
+# repays itself after 50–100; a full Kodak24 demosaicking run (24 × 0.25 MP × 31) is 186, the demo 6.
+COMPILE_PAYS_FROM = 150
+
+
+def compile_pays(shapes: list[tuple[int, int]], n_eval: int) -> bool:
+    """Whether torch.compile repays its compilation on a run of images of these (H, W) shapes."""
+    if not shapes:
+        return False
+    (h, w), count = Counter(shapes).most_common(1)[0]
+    return count * h * w / 1e6 * n_eval >= COMPILE_PAYS_FROM
+
 
 EARLIER_STAGE_FOLDER = "stage1"  # where a progressive run writes the earlier stage's estimates
 MOSTLY_CLIPPED = 0.5  # more unmeasured samples than this far outside [0, 1]: the image fails (above 5 %: a warning)
@@ -108,6 +124,8 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
+        if tcfg["compile"] not in (True, False, "auto"):
+            raise HGMError(f"test.compile={tcfg['compile']!r} must be true, false or auto")
         if tcfg["output_bits"] not in (8, 16):
             raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
         parse_noise_sigma(tcfg["noise_sigma"])
@@ -128,6 +146,12 @@ class RestoreRunner:
         elif pcfg["prev_doc"] or pcfg["prev_folder"]:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         r.items = load_inputs(tcfg)
+        if tcfg["compile"] == "auto":
+            s = r.settings
+            n_eval = nfe(len(prior.sigmas) - s.start_level, s.n_steps_each, s.denoise)
+            if compile_pays([tuple(item.y.shape[-2:]) for item in r.items], n_eval):
+                prior.compile()
+                log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
         if r.earlier_folder:
             for item in r.items:
                 read_earlier_estimate(r.earlier_folder, item.stem, *item.y.shape[-2:])

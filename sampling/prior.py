@@ -2,6 +2,7 @@
 checkpoint (the checkpoint is the source of truth for its architecture, transform and levels)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,8 @@ import torch
 from datasets.transforms import Transform, transform_from_config
 from models.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
 from models.ncsn import build_model
+
+log = logging.getLogger("hgm")
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,8 @@ class PriorOptions:
 
     @classmethod
     def from_config(cls, tcfg: dict) -> PriorOptions:
-        return cls(tcfg["use_ema"], tcfg["bf16"], tcfg["compile"], tcfg["channels_last"])
+        """test.compile "auto" loads the prior uncompiled: the run calls Prior.compile() if it pays."""
+        return cls(tcfg["use_ema"], tcfg["bf16"], tcfg["compile"] is True, tcfg["channels_last"])
 
 
 class Prior:
@@ -41,7 +45,11 @@ class Prior:
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if options.compile:
-            self.net = torch.compile(self.model, dynamic=False)
+            self.compile()
+
+    def compile(self) -> None:
+        """Evaluate the network through torch.compile (compiled once per input shape, on first use)."""
+        self.net = torch.compile(self.model, dynamic=False)
 
     @property
     def size_multiple(self) -> int:
@@ -53,7 +61,15 @@ class Prior:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(x, labels).float()
+            if self.net is self.model:
+                return self.net(x, labels).float()
+            try:
+                return self.net(x, labels).float()
+            except Exception as e:  # no C compiler, an unsupported op...: the same results, uncompiled
+                log.warning("torch.compile failed (%s); the network runs uncompiled",
+                            str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.net = self.model
+                return self.net(x, labels).float()
 
 
 def load_prior(path: str, device: torch.device, options: PriorOptions = PriorOptions(),

@@ -128,3 +128,32 @@ def test_compare_without_ground_truth_has_two_panels(tmp_path):
     two = Image.open(path).width
     path = write_comparison(str(tmp_path), "b", x, x, x)
     assert Image.open(path).width > 1.8 * two
+
+
+def test_compile_auto_compiles_only_runs_long_enough_to_repay_it():
+    from runners.restore import compile_pays
+    assert not compile_pays([(256, 256)] * 3, 31)  # the demo: about 6 megapixel-evaluations
+    assert compile_pays([(500, 500)] * 24, 31)  # Kodak24 demosaicking: 186
+    assert not compile_pays([(500, 500)] * 12 + [(500, 499)] * 12, 31)  # compiled per shape: 93 each
+    assert not compile_pays([], 31)
+
+
+def test_compile_takes_true_false_or_auto(tmp_path, capsys):
+    for value in ("auto", "false"):
+        assert restore(tmp_path, f"test.compile={value}", out=f"out_{value}")[0] == 0
+    capsys.readouterr()
+    rc, _ = restore(tmp_path, "test.compile=sometimes", out="out_bad")
+    assert rc == 1 and "test.compile='sometimes' must be true, false or auto" in capsys.readouterr().err
+
+
+def test_a_network_that_fails_to_compile_runs_uncompiled_with_the_same_results(tmp_path, hgm_log):
+    from sampling import load_prior
+    prior = load_prior(write_prior(tmp_path / "prior.pth"), torch.device("cpu"))
+    x, labels = torch.rand(1, 12, 8, 8), torch.zeros(1, dtype=torch.long)
+    expected = prior.score(x, labels)
+
+    def broken(*args):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+    prior.net = broken  # what torch.compile's first call does on a machine without a compiler
+    assert torch.equal(prior.score(x, labels), expected)
+    assert prior.net is prior.model and "torch.compile failed (InvalidCxxCompiler" in hgm_log.text
