@@ -134,14 +134,15 @@ def other_prior(tmp_path_factory):
     return str(run / "logs" / "other" / "checkpoint.pth")
 
 
-@pytest.mark.parametrize("preset, sigma_start_level", [("demosaic.yml", 4), ("inpaint.yml", 3)])
+@pytest.mark.parametrize("preset, sigma_start_level", [("demosaic.yml", 4), ("inpaint.yml", 1)])
 def test_presets_restore_with_a_prior_of_another_noise_range_and_width(tmp_path, small_images, other_prior,
                                                                       preset, sigma_start_level):
     rc = restore(tmp_path / "out", preset, small_images, f"test.checkpoint={other_prior}", "test.n_steps_each=2")
     assert rc == 0
     row = read_rows(tmp_path / "out")[0]
     assert row["status"] == "ok" and math.isfinite(float(row["psnr"]))
-    # levels 0.5 … 0.02 (6): σ 0.039 is level 4, σ 0.058 level 3; 2 steps each and the final denoising step
+    # levels 0.5, 0.26, 0.14, 0.072, 0.038, 0.02: σ 0.039 (demosaic.yml) is level 4 and σ 0.2 (inpaint.yml) level 1
+    # on a log scale; 2 steps each and the final denoising step
     assert int(row["nfe"]) == (6 - sigma_start_level) * 2 + 1
 
 
