@@ -4,7 +4,7 @@ recommended presets (configs/demosaic.yml, configs/inpaint.yml and the bundled p
 name), next to the best classical method for each task (Menon 2007 demosaicking;
 biharmonic inpainting of the `masks/text.png` mask).
 
-    python scripts/demo.py                      # about two minutes on 2 CPU cores; writes demo_out/
+    python scripts/demo.py                      # about three minutes on 2 CPU cores; writes demo_out/
     python scripts/demo.py --prior my.pth       # the same presets with any other prior
 
 Writes, per task, the restore runner's folder (restored/, input/, metrics.csv, log.txt),
