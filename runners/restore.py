@@ -34,7 +34,7 @@ from evaluation.report import (
 from models.checkpoint import MODEL_KEYS, adopt_model_keys
 from runners.config import dump_config, flatten
 from runners.progress import bars_disabled, level_bar
-from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, nfe, restore_image
+from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, restore_image
 from sampling.patches import to_patches
 from sampling.restore_image import schedule_failed
 
@@ -147,9 +147,7 @@ class RestoreRunner:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         r.items = load_inputs(tcfg)
         if tcfg["compile"] == "auto":
-            s = r.settings
-            n_eval = nfe(len(prior.sigmas) - s.start_level, s.n_steps_each, s.denoise)
-            if compile_pays([tuple(item.y.shape[-2:]) for item in r.items], n_eval):
+            if compile_pays([tuple(item.y.shape[-2:]) for item in r.items], r.settings.evaluations(prior.sigmas)):
                 prior.compile()
                 log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
         if r.earlier_folder:
@@ -159,7 +157,7 @@ class RestoreRunner:
 
     def restore_all(self, r: Restoration) -> None:
         tcfg, s = self.tcfg, r.settings
-        n_eval = nfe(len(r.prior.sigmas) - s.start_level, s.n_steps_each, s.denoise)
+        n_eval = s.evaluations(r.prior.sigmas)
         sig = r.prior.sigmas
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
@@ -257,9 +255,7 @@ class RestoreRunner:
         with level_bar(f"{item.stem} stage 1") as bar:
             earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar, noise_sigma=noise)
         save_image(earlier[0], os.path.join(r.out, EARLIER_STAGE_FOLDER, item.stem + ".png"))
-        settings = settings.for_levels(r.earlier_prior.sigmas)
-        levels = len(r.earlier_prior.sigmas) - settings.start_level
-        return earlier, (nfe(levels, settings.n_steps_each, settings.denoise), 0.0)  # its time is in ours
+        return earlier, (settings.evaluations(r.earlier_prior.sigmas), 0.0)  # its time is in ours
 
     def trace_callback(self, r: Restoration, item: RestoreInput,
                        traces: list) -> Callable[[int, torch.Tensor, tuple | None], None] | None:

@@ -43,12 +43,17 @@ class MaskedObservation:
         return torch.where(self.mask > 0.5, (s2 * x + step * y) / (step + s2), x)
 
 
+def is_noisy(noise_sigma: float | torch.Tensor) -> bool:
+    """Whether a measurement with this noise level (a number, or one per channel) needs `weigh`."""
+    return bool((torch.as_tensor(noise_sigma) > 0).any())
+
+
 def in_lifted_space(op: MaskedObservation, y: torch.Tensor, transform: Transform,
                     noise_sigma: float | torch.Tensor = 0.0) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """The sampler's consistency(x, η) for a lifted iterate x: back to the image, the measurement
     enforced (`project`; `weigh` with the step η when any noise_sigma > 0), lifted again."""
-    sig = torch.as_tensor(noise_sigma, dtype=y.dtype, device=y.device).reshape(-1)
-    if not bool((sig > 0).any()):
+    if not is_noisy(noise_sigma):
         return lambda x, eta: transform.forward(op.project(transform.inverse(x), y))
+    sig = torch.as_tensor(noise_sigma, dtype=y.dtype, device=y.device).reshape(-1)
     sig = sig.view(1, -1, 1, 1) if sig.numel() == 3 else sig.reshape(())
     return lambda x, eta: transform.forward(op.weigh(transform.inverse(x), y, sig, eta))

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from datasets.errors import HGMError
 from datasets.transforms import Transform
-from sampling.consistency import MaskedObservation, in_lifted_space
+from sampling.consistency import MaskedObservation, in_lifted_space, is_noisy
 from sampling.langevin import annealed_langevin
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
@@ -148,7 +148,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     if progress is not None:
         progress.total = total
         progress.refresh()
-    noisy = bool((torch.as_tensor(noise_sigma) > 0).any())
+    noisy = is_noisy(noise_sigma)
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]

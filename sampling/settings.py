@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from datasets.errors import HGMError
-from sampling.langevin import UPDATE_RULES
+from sampling.langevin import UPDATE_RULES, nfe
 
 INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
 CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
@@ -84,6 +84,11 @@ class SamplerSettings:
         if not 0 <= start < n:
             raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
         return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
+
+    def evaluations(self, sigmas: torch.Tensor) -> int:
+        """Network evaluations per image (or patch) with a prior of these noise levels."""
+        s = self.for_levels(sigmas)
+        return nfe(len(sigmas) - s.start_level, s.n_steps_each, s.denoise)
 
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
         """These settings with another step size (the paper's form) and step count (None keeps the current one)."""

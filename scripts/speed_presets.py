@@ -4,7 +4,7 @@
     python scripts/speed_presets.py --config demosaic.yml --data $DATA/cbsd432 --n 4 --crop 256
 
 Restores the same held-out images (those the prior held out from its training folder, as
-scripts/tune.py; never evaluation images) with the preset in fp32 eager and in each other mode
+scripts/tune.py, `held_out_of`; never evaluation images) with the preset in fp32 eager and in each other mode
 (bf16 autocast, channels-last, torch.compile, bf16 + compile), the same seed for every mode, so
 a PSNR difference is the numerics' alone. Compilation is timed apart (a warm-up run per image
 shape); the time per image is that of the run after it. Prints one table and, last,
@@ -27,12 +27,12 @@ from datasets.errors import HGMError
 from datasets.image_files import read_image
 from datasets.inputs import centre_crop
 from datasets.masks import bayer_mask, mask_for_image
-from datasets.training_data import held_out_paths
 from evaluation.metrics import psnr
-from models.checkpoint import load_checkpoint, resolve_checkpoint_path
-from runners.config import load_config, schema
+from models.checkpoint import resolve_checkpoint_path
+from runners.config import load_config
 from sampling import PriorOptions, SamplerSettings, load_prior, restore_image
 from scripts.cli import one_line_errors
+from scripts.tune import held_out_of, prior_split
 
 MODES = {"fp32": PriorOptions(), "bf16": PriorOptions(bf16=True),
          "channels_last": PriorOptions(channels_last=True), "compile": PriorOptions(compile=True),
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     prior_path = resolve_checkpoint_path(a.prior or cfg["test"]["checkpoint"] or "")
     if not os.path.isfile(prior_path):
         raise HGMError(f"no prior at {prior_path!r}: pass --prior")
-    d = {**schema()["data"], **load_checkpoint(prior_path)["config"]["data"]}
-    paths = held_out_paths(a.data, d["image_size"], d["val_images"], True, 0)[:a.n]
+    paths = held_out_of(prior_split(prior_path), a.data)[:a.n]
     if not paths:
         raise HGMError(f"the prior holds out no images of {a.data}")
     settings = SamplerSettings.from_config(cfg["test"])

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             raise HGMError(f"--grid takes KEY=V1,V2,..., got {g!r}")
     overrides = parse_set(a.overrides)
     load_config(a.config, overrides)  # a bad config or key fails here, before any image is written
-    d = {**schema()["data"], **load_checkpoint(a.prior)["config"]["data"]}  # the prior's split
+    d = prior_split(a.prior)
     d["path"] = overrides.get("data.path") or d.get("path")
     if not d["path"]:
         raise HGMError("data.path is not set: tuning uses the images the prior held out from its training "
@@ -59,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     check_output_location(a.out, "-o", data={"the data folder data.path": d["path"]}, keep={"the prior": a.prior})
     with FolderLock(a.out, "tuning folder"):  # a second tuning into this -o is refused while this one runs
         return tune(a, d)
+
+
+def prior_split(prior: str) -> dict:
+    """The data section of the prior's training config over the schema's defaults: how its run held
+    images out (data.image_size, data.val_images, data.preload, seed 0), and its folder if it kept one."""
+    return {**schema()["data"], **load_checkpoint(prior)["config"]["data"]}
+
+
+def held_out_of(split: dict, folder: str) -> list[str]:
+    """The files of `folder` that a run with this `prior_split` held out from training."""
+    return held_out_paths(folder, split["image_size"], split["val_images"], split["preload"])
 
 
 def score(out: str, n: int) -> tuple[float, float, str] | str:
@@ -73,7 +84,7 @@ def score(out: str, n: int) -> tuple[float, float, str] | str:
 
 def tune(a: argparse.Namespace, d: dict) -> int:
     """Run the grid on the held-out crops of `d` (the prior's data section, with the folder)."""
-    paths = held_out_paths(d["path"], d["image_size"], d["val_images"], d["preload"])[:a.n]
+    paths = held_out_of(d, d["path"])[:a.n]
     images = os.path.join(a.out, "images")
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
