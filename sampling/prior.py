@@ -57,6 +57,12 @@ class Prior:
         times the network's own multiple."""
         return self.transform.size_multiple * self.model.size_multiple
 
+    @property
+    def training_crop(self) -> int | None:
+        """The side of the crops the prior was trained on (its config's data.image_size), if recorded."""
+        size = self.cfg.get("data", {}).get("image_size")
+        return int(size) if size else None
+
     def score(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

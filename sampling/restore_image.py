@@ -91,12 +91,13 @@ def tiled_score(prior: Prior, settings: SamplerSettings, padded: tuple[int, int]
                 progress: tqdm | None) -> TiledScore:
     """The prior's score on an image of `padded` pixels, evaluated in overlapping tiles of
     settings.tile_size pixels sharing settings.tile_overlap (in lifted samples: the transform's
-    ratio); `progress` moves once per tile evaluation."""
+    ratio), settings.tiles_per_pass() at a time; `progress` moves once per tile evaluation."""
     small = prior.size_multiple
     ratio = prior.transform.forward(torch.zeros(1, 3, small, small)).shape[-1] / small  # lifted samples per pixel
     return TiledScore(prior.score, (int(padded[0] * ratio), int(padded[1] * ratio)),
                       max(2, int(settings.tile_size * ratio) // 2 * 2), int(settings.tile_overlap * ratio),
-                      on_tile=None if progress is None else (lambda bar=progress: bar.update(1)))
+                      on_tile=None if progress is None else (lambda bar=progress: bar.update(1)),
+                      batch=settings.tiles_per_pass())
 
 
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
@@ -123,7 +124,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     network's memory is that of one tile; the bar then counts tile evaluations.
     """
     t = prior.transform
-    settings = settings.for_levels(prior.sigmas)
+    settings = settings.for_levels(prior.sigmas).with_tiles_for(getattr(prior, "training_crop", None))
     h, w = y.shape[-2:]
     if not settings.patch_size:
         check_size(t, h, w, prior.size_multiple)

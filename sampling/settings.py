@@ -13,6 +13,9 @@ from datasets.errors import HGMError
 from sampling.langevin import UPDATE_RULES, nfe
 
 INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
+TILE_PASS_PIXELS = 1024 * 1024
+TILES_PER_TRAINING_CROP = 1.0  # test.tile_size auto: tiles of the prior's training crop (times this)
+AUTO_TILE_FALLBACK = 1024      # ... or of this many pixels for a prior whose crop size is not recorded
 CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
 
 
@@ -39,8 +42,9 @@ class SamplerSettings:
     patch_batch: int | None = None
     step_scale: float | None = None
     sigma_start: float | None = None
-    tile_size: int | None = None
+    tile_size: int | str | None = None
     tile_overlap: int = 64
+    tile_batch: int | None = None
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
@@ -69,12 +73,32 @@ class SamplerSettings:
              f"test.patch_size={self.patch_size} (must be >= 1, or null for whole images)"),
             (not self.patch_size or self.patch_size < 1 or 0 < self.patch_stride <= self.patch_size,
              f"test.patch_stride={self.patch_stride} (1..test.patch_size)"),
-            ((self.tile_size or 0) >= 0 and self.tile_overlap >= 0, f"test.tile_size={self.tile_size} and "
-             f"test.tile_overlap={self.tile_overlap} (must be >= 0; tile_size 0 or null: never tile)"),
+            (self.tile_size == "auto" or (not isinstance(self.tile_size, str) and (self.tile_size or 0) >= 0
+                                          and self.tile_overlap >= 0),
+             f"test.tile_size={self.tile_size!r} and test.tile_overlap={self.tile_overlap} (must be >= 0; "
+             "tile_size 0 or null: never tile; auto: from the prior's training crops)"),
+            (self.tile_batch is None or self.tile_batch >= 1, f"test.tile_batch={self.tile_batch} (must be >= 1, "
+             "or null: as many tiles as make 1024×1024 pixels)"),
         ]
         for ok, what in checks:
             if not ok:
                 raise HGMError(f"bad setting {what}")
+
+    def with_tiles_for(self, training_crop: int | None) -> SamplerSettings:
+        """tile_size "auto" made a number for a prior trained on crops of `training_crop` pixels:
+        TILES_PER_TRAINING_CROP times that (the network's instance norms then see statistics like
+        those of its training crops), or AUTO_TILE_FALLBACK when the crop size is unknown."""
+        if self.tile_size != "auto":
+            return self
+        size = AUTO_TILE_FALLBACK if not training_crop else round(TILES_PER_TRAINING_CROP * training_crop)
+        return dataclasses.replace(self, tile_size=size)
+
+    def tiles_per_pass(self) -> int:
+        """How many tiles go through the network together: tile_batch, or as many as make
+        TILE_PASS_PIXELS (the memory of one tile of the default size)."""
+        if self.tile_batch:
+            return self.tile_batch
+        return max(1, TILE_PASS_PIXELS // max(1, self.tile_size or 0) ** 2)
 
     def for_levels(self, sigmas: torch.Tensor) -> SamplerSettings:
         """These settings in the paper's form (step_lr, start_level) for a prior with these noise levels."""

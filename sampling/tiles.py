@@ -50,24 +50,30 @@ def _ramps(size: int, starts: list[int], tile: int, dtype: torch.dtype) -> list[
 
 class TiledScore:
     """score(x, labels) of a B×C×H×W lifted image, evaluated in tiles of `tile`×`tile` (lifted
-    samples) sharing `overlap` samples, blended with linear ramps. `on_tile()` is called after each
-    tile's evaluation (a progress bar)."""
+    samples) sharing `overlap` samples, blended with linear ramps. Up to `batch` tiles go through
+    the network together (stacked along the batch axis: the network treats every sample on its
+    own, so this changes the speed, not the result). `on_tile()` is called once per tile evaluated
+    (a progress bar)."""
 
     def __init__(self, score_fn: ScoreFn, shape: tuple[int, int], tile: int, overlap: int,
-                 on_tile: Callable[[], None] | None = None, align: int = 2):
+                 on_tile: Callable[[], None] | None = None, align: int = 2, batch: int = 1):
         h, w = shape
         overlap = min(overlap, tile // 2)
         self.score_fn, self.tile, self.on_tile = score_fn, tile, on_tile
         self.rows, self.cols = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
         self.wr, self.wc = _ramps(h, self.rows, tile, torch.float32), _ramps(w, self.cols, tile, torch.float32)
+        self.places = [(r, c, wr[:, None] * wc[None, :]) for r, wr in zip(self.rows, self.wr)
+                       for c, wc in zip(self.cols, self.wc)]
         total = torch.zeros(h, w)
-        for r, wr in zip(self.rows, self.wr):
-            for c, wc in zip(self.cols, self.wc):
-                total[r:r + len(wr), c:c + len(wc)] += wr[:, None] * wc[None, :]
+        for r, c, weight in self.places:
+            total[r:r + weight.shape[0], c:c + weight.shape[1]] += weight
         self.total = total
+        n = len(self.places)
+        chunks = -(-n // max(1, batch))  # as few passes as the batch allows, of near-equal sizes
+        self.chunks = [self.places[n * k // chunks:n * (k + 1) // chunks] for k in range(chunks)]
 
     def __len__(self) -> int:
-        return len(self.rows) * len(self.cols)
+        return len(self.places)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if len(self) == 1:
@@ -76,11 +82,12 @@ class TiledScore:
                 self.on_tile()
             return out
         out = torch.zeros_like(x)
-        for r, wr in zip(self.rows, self.wr):
-            for c, wc in zip(self.cols, self.wc):
-                part = self.score_fn(x[..., r:r + len(wr), c:c + len(wc)].contiguous(), labels)
-                weight = (wr[:, None] * wc[None, :]).to(x.device, x.dtype)
-                out[..., r:r + len(wr), c:c + len(wc)] += part * weight
+        b = x.shape[0]
+        for chunk in self.chunks:
+            views = [x[..., r:r + wt.shape[0], c:c + wt.shape[1]] for r, c, wt in chunk]
+            parts = self.score_fn(torch.cat(views, dim=0).contiguous(), labels.repeat(len(chunk)))
+            for k, (r, c, wt) in enumerate(chunk):
+                out[..., r:r + wt.shape[0], c:c + wt.shape[1]] += parts[k * b:(k + 1) * b] * wt.to(x.device, x.dtype)
                 if self.on_tile is not None:
                     self.on_tile()
         return out / self.total.to(x.device, x.dtype)

@@ -166,13 +166,15 @@ def test_a_paper_runner_names_its_transform_and_is_refused_with_another(tmp_path
 
 
 def test_demosaic_preset_from_another_folder_on_small_images(tmp_path):
-    data = smooth_images(str(tmp_path / "imgs"), [(37, 45), (9, 13), (64, 48)])
+    data = smooth_images(str(tmp_path / "imgs"), [(37, 45), (9, 13), (64, 48), (80, 70)])
     out = str(tmp_path / "out")
     rc, _, err = run_main_process("--runner", "restore", "--config", "demosaic.yml", "--doc", "any", "--test",
                                   "-o", out, "--set", f"test.data_path={data}", "--device", "cpu", timeout=900)
     assert rc == 0, err
     rows = read_rows(out)
-    assert [r["status"] for r in rows[:-1]] == ["ok"] * 3
+    assert [r["status"] for r in rows[:-1]] == ["ok"] * 4
+    # test.tile_size auto: the bundled prior was trained on 64×64 crops, so the 80×70 image is seen in tiles
+    assert "the network's view in tiles of 64 px sharing 16" in err
     for r in rows[:-1]:
         h, w = (int(v) for v in r["image"].rsplit("_", 1)[1].split("x"))
         restored = np.asarray(Image.open(os.path.join(out, "restored", r["image"] + ".png")))

@@ -83,6 +83,62 @@ def test_tiled_and_whole_image_restoration_agree_with_a_real_network():
     assert abs(psnr(outs[32][0], gt[0]) - psnr(outs[None][0], gt[0])) < 0.05
 
 
+@pytest.mark.parametrize("batch", [2, 4, 100])
+def test_tiles_through_the_network_together_give_the_same_score_as_one_at_a_time(batch):
+    """The network normalises every sample on its own, so stacking tiles along the batch axis (of an
+    image batch of 2, whose labels must follow their tiles) changes the passes, not the score."""
+    prior = tiny_network_prior()
+    x = torch.rand(2, 12, 40, 52)
+    labels = torch.tensor([1, 3])
+    calls = []
+
+    def score(v, lab):
+        calls.append(v.shape[0])
+        return prior.score(v, lab)
+    with torch.inference_mode():
+        one = TiledScore(score, (40, 52), tile=16, overlap=4)(x, labels)
+        n = len(calls)
+        together = TiledScore(score, (40, 52), tile=16, overlap=4, batch=batch)(x, labels)
+    passes = calls[n:]
+    assert n == 3 * 4 and sum(passes) == 2 * n and len(passes) == -(-n // batch)
+    assert max(passes) - min(passes) <= 2  # near-equal passes: few shapes for a compiled network
+    assert torch.allclose(one, together, atol=1e-5)
+
+
+def test_tiles_per_pass_fills_the_pixels_of_one_default_tile_unless_given():
+    assert replace(SETTINGS, tile_size=1024).tiles_per_pass() == 1
+    assert replace(SETTINGS, tile_size=128).tiles_per_pass() == 64
+    assert replace(SETTINGS, tile_size=128, tile_batch=3).tiles_per_pass() == 3
+
+
+def test_auto_tiles_follow_the_prior_training_crop_and_a_bad_size_is_named():
+    from datasets.errors import HGMError
+    from sampling.settings import AUTO_TILE_FALLBACK, TILES_PER_TRAINING_CROP
+    auto = replace(SETTINGS, tile_size="auto")
+    assert auto.with_tiles_for(64).tile_size == round(TILES_PER_TRAINING_CROP * 64)
+    assert auto.with_tiles_for(256).tile_size == round(TILES_PER_TRAINING_CROP * 256)
+    assert auto.with_tiles_for(None).tile_size == AUTO_TILE_FALLBACK
+    assert replace(SETTINGS, tile_size=300).with_tiles_for(64).tile_size == 300
+    auto.validate()
+    for bad in ("big", -5):
+        with pytest.raises(HGMError, match="test.tile_size"):
+            replace(SETTINGS, tile_size=bad).validate()
+
+
+def test_restore_image_resolves_auto_tiles_from_the_prior():
+    """A prior trained on 16-pixel crops restores a 40×40 image in tiles under auto (the bar counts
+    tile evaluations), and in one piece when its crop size is unknown."""
+    h, w = 40, 40
+    y, mask = torch.rand(1, 3, h, w), bayer_mask("rggb", h, w)[None]
+    counts = []
+    for crop in (16, None):
+        prior, bar = FakePrior(make_transform("identity")), Bar()
+        prior.training_crop = crop
+        restore_image(prior, y * mask, mask, replace(SETTINGS, tile_size="auto", tile_overlap=4), progress=bar)
+        counts.append(bar.n)
+    assert counts[0] > 2 * counts[1] and counts[1] == 2 * 2  # 2 levels × 2 steps, whole image
+
+
 class Bar:
     """The part of a tqdm bar restore_image uses."""
     total, n = None, 0
