@@ -174,7 +174,7 @@ def test_demosaic_preset_from_another_folder_on_small_images(tmp_path):
     rows = read_rows(out)
     assert [r["status"] for r in rows[:-1]] == ["ok"] * 4
     # test.tile_size auto: the bundled prior was trained on 64×64 crops, so the 80×70 image is seen in tiles
-    assert "the network's view in tiles of 64 px sharing 16" in err
+    assert "the network's view in tiles of 64 px sharing 8" in err
     for r in rows[:-1]:
         h, w = (int(v) for v in r["image"].rsplit("_", 1)[1].split("x"))
         restored = np.asarray(Image.open(os.path.join(out, "restored", r["image"] + ".png")))
