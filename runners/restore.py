@@ -134,8 +134,7 @@ class RestoreRunner:
         requested = {k: v for k, v in self.explicit.items() if k in MODEL_KEYS}
         prior = load_prior(ckpt_path, self.device, options, requested, cfg)
         adopt_model_keys(cfg, prior.cfg)  # the run's config.yml records the prior it ran with
-        r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas).with_tiles_for(prior.training_crop),
-                        [], out)
+        r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas), [], out)
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
                 raise HGMError("progressive restoration needs exactly one of test.progressive.prev_doc "
@@ -159,6 +158,7 @@ class RestoreRunner:
     def restore_all(self, r: Restoration) -> None:
         tcfg, s = self.tcfg, r.settings
         n_eval = s.evaluations(r.prior.sigmas)
+        tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
@@ -167,7 +167,7 @@ class RestoreRunner:
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
-                 f", the network's view in tiles of {s.tile_size} px sharing {s.tile_overlap}" if s.tile_size
+                 f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)
         has_gt = not tcfg["degraded_input"]
         if has_gt:

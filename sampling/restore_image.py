@@ -124,7 +124,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     network's memory is that of one tile; the bar then counts tile evaluations.
     """
     t = prior.transform
-    settings = settings.for_levels(prior.sigmas).with_tiles_for(getattr(prior, "training_crop", None))
+    settings = settings.for_levels(prior.sigmas).with_tiles_for(prior.training_crop)
     h, w = y.shape[-2:]
     if not settings.patch_size:
         check_size(t, h, w, prior.size_multiple)

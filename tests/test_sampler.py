@@ -123,6 +123,7 @@ class FakePrior:
         self.device = torch.device("cpu")
         self._score = score or (lambda x, lab: 0.3 - x)
         self.size_multiple = transform.size_multiple * 2  # the network halves the lifted image once
+        self.training_crop = None  # not recorded: test.tile_size auto falls back to its default
 
     def score(self, x, labels):
         assert x.shape[1] == self.transform.channels
