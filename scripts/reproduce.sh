@@ -6,16 +6,21 @@
 #                                                           # biharmonic, OpenCV's Telea and Navier-Stokes
 #                                                           # (pip install opencv-python-headless), HGM
 #                                                           # (configs/inpaint.yml)
+#   DATA=/path/to/data bash scripts/reproduce.sh noisy      # Kodak24 500×500, RGGB, Gaussian noise σ 5/10/15
+#                                                           # of 255 (seeded per image): Menon, Menon then
+#                                                           # non-local means and the reverse order, HGM
+#                                                           # (configs/demosaic_noisy.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh variants   # the paper's 3/6/12-channel and progressive
 #                                                           # variants with the bundled priors (demosaicking)
 # Writes results/<task>/table.md (an earlier results/<task> is moved aside, never deleted).
 # Settings (environment): SUBSET="kodim01 kodim07" a stated subset of the images; PRIOR=path
 # the HGM rows with another prior (any transform and noise levels: the presets fit any prior);
 # EXTRA="test.n_steps_each=10" more --set values for the HGM rows; CROP=256 a centre crop
-# (variants; default the whole image); OUT=folder; CHECK=0 skips the check of $DATA/kodak24.
+# (variants; default the whole image); OUT=folder; CHECK=0 skips the check of $DATA/kodak24;
+# MASKSET="random50 box64" some of the inpainting masks; SIGMAS="10" some of the noise levels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASK=${1:?usage: bash scripts/reproduce.sh demosaic|inpaint|variants}
+TASK=${1:?usage: bash scripts/reproduce.sh demosaic|inpaint|noisy|variants}
 DATA=${DATA:?set DATA=/path/to/data, the folder that holds kodak24/ (README, Data)}
 KODAK=${KODAK:-$DATA/kodak24}
 OUT=${OUT:-results/$TASK}
@@ -24,7 +29,9 @@ CROP=${CROP-""}
 PRIOR=${PRIOR:-}
 EXTRA=${EXTRA:-}
 MASKSET=${MASKSET:-"random50 random80 box64 text"}
-case "$TASK" in demosaic|inpaint|variants) ;; *) echo "error: unknown task $TASK (demosaic | inpaint | variants)" >&2; exit 2;; esac
+SIGMAS=${SIGMAS:-"5 10 15"}
+case "$TASK" in demosaic|inpaint|noisy|variants) ;;
+  *) echo "error: unknown task $TASK (demosaic | inpaint | noisy | variants)" >&2; exit 2;; esac
 if [ "${CHECK:-1}" != 0 ]; then python scripts/prepare_data.py check kodak24 "$KODAK"; fi
 
 # a fresh $OUT; the images ($SUBSET stems of $KODAK, or all of them) linked into $OUT/data
@@ -61,6 +68,18 @@ inpaint)
     hgm restore inpaint.yml "$mask/hgm" "test.mask=$M"
     { echo; echo "**mask $mask**"; echo
       python scripts/make_table.py "${rows[@]}" "HGM (inpaint.yml)=$OUT/$mask/hgm"
+    } | tee -a "$OUT/table.md"
+  done ;;
+noisy)  # every method sees the same seeded noisy mosaic (datasets/noise.py)
+  : > "$OUT/table.md"
+  for s in $SIGMAS; do
+    rows=()
+    for m in menon nlm+menon menon+nlm; do
+      baseline $m demosaic "sigma$s/$m" --noise_sigma "$s"; rows+=("$m=$OUT/sigma$s/$m")
+    done
+    hgm restore demosaic_noisy.yml "sigma$s/hgm" "test.noise_sigma=$s"
+    { echo; echo "**noise σ $s of 255**"; echo
+      python scripts/make_table.py "${rows[@]}" "HGM (demosaic_noisy.yml)=$OUT/sigma$s/hgm"
     } | tee -a "$OUT/table.md"
   done ;;
 variants)  # the earlier few-step preset (configs/history/cpu_demosaic.yml) for every variant

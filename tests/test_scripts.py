@@ -117,6 +117,24 @@ def test_reproduce_demosaic_writes_its_table(tmp_path):
         assert row in table
 
 
+def test_reproduce_noisy_puts_every_method_on_the_same_noisy_mosaics(tmp_path):
+    data = tmp_path / "data"
+    images(str(data / "kodak24"))
+    r = run_reproduce(tmp_path, "noisy", DATA=str(data), OUT=str(tmp_path / "out"), CHECK="0", SIGMAS="10",
+                      EXTRA="test.n_steps_each=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "**noise σ 10 of 255**" in table and "σ 5" not in table
+    for row in ("| menon | 2 |", "| nlm+menon | 2 |", "| menon+nlm | 2 |", "| HGM (demosaic_noisy.yml) | 2 |"):
+        assert row in table
+    noisy = [(tmp_path / "out" / "sigma10" / m / "input").iterdir() for m in ("menon", "hgm")]
+    first = [sorted(p.name for p in it) for it in noisy]
+    assert first[0] == first[1] and first[0]
+    names = first[0]
+    a = [(tmp_path / "out" / "sigma10" / m / "input" / names[0]).read_bytes() for m in ("menon", "hgm")]
+    assert a[0] == a[1]  # the very same noisy measurement
+
+
 def test_gpu_check_says_plainly_that_no_gpu_is_here_and_its_dry_run_works(tmp_path):
     import subprocess
 
