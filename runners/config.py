@@ -29,6 +29,7 @@ NULLABLE = {
     "test.checkpoint": str,
     "test.step_scale": float,
     "test.sigma_start": float,
+    "test.hole_sigma_start": float,
     "test.image_size": int,
     "test.patch_size": int,
     "test.patch_batch": int,

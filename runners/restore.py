@@ -162,11 +162,13 @@ class RestoreRunner:
         sig = r.prior.sigmas
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
-                 "%d evaluations per image%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
+                 "%d evaluations per image%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
                  r.prior.transform.channels, r.prior.step, s.start_level, len(sig) - 1, len(sig),
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
+                 "" if s.hole_sigma_start is None else f", holes farther than {s.hole_distance} px from the measurement "
+                 f"from level {s.hole_level(sig)} (σ {float(sig[s.hole_level(sig)]):.3g})",
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)
         has_gt = not tcfg["degraded_input"]

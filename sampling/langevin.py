@@ -85,6 +85,7 @@ Consistency = Callable[[torch.Tensor, float], torch.Tensor]
 
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, settings: Schedule, *,
                       consistency: Consistency | None = None, earlier: torch.Tensor | None = None,
+                      held: tuple[int, Consistency] | None = None,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
                       divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
@@ -96,6 +97,9 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     η = σ_L² (the Tweedie step is a gradient step of that size); None: no measurement.
     earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
     −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
+    held = (level, c): before that level, c replaces `consistency` (a coarse-to-fine start holds
+    the pixels near the measurement at a classical estimate while the holes' insides anneal from
+    higher noise; sampling.restore_image).
     start_level > 0 skips the levels before it (a good initial state needs no large noise).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie), which removes the
     sampler's leftover noise. temperature scales the injected noise (1: Langevin dynamics; < 1
@@ -103,6 +107,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     on_step(step, x): called after every step (traces, progress bars).
     """
     consistency = consistency or (lambda v, eta: v)
+    release, held_consistency = held if held is not None else (0, consistency)
     if settings.update not in UPDATE_RULES:
         raise ValueError(f"unknown update {settings.update!r} ({' | '.join(UPDATE_RULES)})")
     start = settings.start_level
@@ -110,7 +115,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
         raise ValueError(f"start level {start} is outside the {len(sigmas)} noise levels")
     rule = UPDATE_RULES[settings.update]
     etas = step_sizes(sigmas, settings.step_lr)
-    x = consistency(x, etas[start])
+    x = (held_consistency if start < release else consistency)(x, etas[start])
     read_at = x
     b = x.shape[0]
     step = 0
@@ -118,11 +123,12 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
         sigma, eta = float(sigmas[i]), etas[i]
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
         noise_scale = settings.temperature * math.sqrt(2.0 * eta)
+        consistent = held_consistency if i < release else consistency
         for _ in range(settings.n_steps_each):
             x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
             if earlier is not None:
                 x = x - (settings.earlier_weight * eta / sigma ** 2) * (x - earlier)
-            x = consistency(x, eta)
+            x = consistent(x, eta)
             read_at = rule.read_point(x, noise_scale)
             step += 1
             if on_step is not None:

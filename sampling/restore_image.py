@@ -3,6 +3,7 @@ patches or tiles, and the annealed sampler with data consistency in the lifted s
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -45,6 +46,23 @@ def _tiles(stack: torch.Tensor, settings: SamplerSettings, multiple: int, name: 
     if patch % multiple:
         raise HGMError(f"test.patch_size={patch} must be divisible by {multiple} for {name}")
     return to_patches(stack, patch, settings.patch_stride, settings.pad_mode)
+
+
+def near_measurement(mask: torch.Tensor, distance: int) -> torch.Tensor:
+    """B×1×H×W: 1 at pixels within `distance` (chessboard) of a measured pixel (any channel measured)."""
+    measured = mask.amax(dim=1, keepdim=True)
+    return torch.nn.functional.max_pool2d(measured, 2 * distance + 1, stride=1, padding=distance)
+
+
+def held_consistency(mask: torch.Tensor, y: torch.Tensor, init: torch.Tensor, distance: int, transform: Transform,
+                     noise_sigma: float | torch.Tensor):
+    """Data consistency for the first levels of a coarse-to-fine start: the measurement kept as
+    usual, and the unmeasured pixels near it held at the classical start `init`, so only the
+    insides of holes (farther than `distance` from every measured pixel) anneal from high noise."""
+    near = near_measurement(mask, distance).expand_as(mask)
+    held_mask = torch.maximum(mask, near)
+    held_y = torch.where(mask > 0.5, y, init) * held_mask
+    return in_lifted_space(MaskedObservation(held_mask), held_y, transform, noise_sigma)
 
 
 OUT_OF_RANGE_MARGIN = 0.1
@@ -124,7 +142,11 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     network's memory is that of one tile; the bar then counts tile evaluations.
     """
     t = prior.transform
+    hole_level = settings.hole_level(prior.sigmas)
     settings = settings.for_levels(prior.sigmas).with_tiles_for(prior.training_crop)
+    release = settings.start_level
+    if hole_level is not None:  # coarse-to-fine: the holes' insides from hole_level, the rest held until release
+        settings = dataclasses.replace(settings, start_level=hole_level)
     h, w = y.shape[-2:]
     if not settings.patch_size:
         check_size(t, h, w, prior.size_multiple)
@@ -155,9 +177,11 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]
         on_step = _step_hook(step_bar, callback, None if layout is None else (k, k + yk.shape[0]))
         consistency = in_lifted_space(MaskedObservation(mk), yk, t, noise_sigma)
+        held = None if hole_level is None else (
+            release, held_consistency(mk, yk, inits[k:k + chunk], settings.hole_distance, t, noise_sigma))
         earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
         xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
-                               consistency=consistency, earlier=earlier_k, on_step=on_step)
+                               consistency=consistency, earlier=earlier_k, held=held, on_step=on_step)
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]

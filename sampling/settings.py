@@ -13,7 +13,8 @@ from datasets.errors import HGMError
 from sampling.langevin import UPDATE_RULES, nfe
 
 INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
-TILE_PASS_PIXELS = 1024 * 1024
+TILE_PASS_SIDE = 1024                     # test.tile_batch null: tiles that make TILE_PASS_SIDE² pixels
+TILE_PASS_PIXELS = TILE_PASS_SIDE ** 2    # per network pass, the memory of one tile of the default size
 TILES_PER_TRAINING_CROP = 1.0  # test.tile_size auto: tiles of the prior's training crop (times this)
 AUTO_TILE_FALLBACK = 1024      # ... or of this many pixels for a prior whose crop size is not recorded
 CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
@@ -45,6 +46,8 @@ class SamplerSettings:
     tile_size: int | str | None = None
     tile_overlap: int = 64
     tile_batch: int | None = None
+    hole_sigma_start: float | None = None
+    hole_distance: int = 4
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
@@ -65,6 +68,9 @@ class SamplerSettings:
             (self.step_scale is None or self.step_scale > 0, f"test.step_scale={self.step_scale} (must be > 0)"),
             (self.sigma_start is None or self.sigma_start > 0, f"test.sigma_start={self.sigma_start} (must be > 0)"),
             (self.temperature >= 0, f"test.temperature={self.temperature} (must be >= 0)"),
+            (self.hole_sigma_start is None or self.hole_sigma_start > 0,
+             f"test.hole_sigma_start={self.hole_sigma_start} (must be > 0, or null)"),
+            (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
              "test.sigma_start (one must be set)"),
@@ -78,7 +84,7 @@ class SamplerSettings:
              f"test.tile_size={self.tile_size!r} and test.tile_overlap={self.tile_overlap} (must be >= 0; "
              "tile_size 0 or null: never tile; auto: from the prior's training crops)"),
             (self.tile_batch is None or self.tile_batch >= 1, f"test.tile_batch={self.tile_batch} (must be >= 1, "
-             "or null: as many tiles as make 1024×1024 pixels)"),
+             f"or null: as many tiles as make {TILE_PASS_SIDE}×{TILE_PASS_SIDE} pixels)"),
         ]
         for ok, what in checks:
             if not ok:
@@ -109,10 +115,23 @@ class SamplerSettings:
             raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
         return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
 
+    def hole_level(self, sigmas: torch.Tensor) -> int | None:
+        """The level a coarse-to-fine start begins at (test.hole_sigma_start), or None without one.
+        It must lie above the start level: the holes start noisier than the rest."""
+        if self.hole_sigma_start is None:
+            return None
+        level, start = nearest_level(sigmas, self.hole_sigma_start), self.for_levels(sigmas).start_level
+        if level >= start:
+            raise HGMError(f"bad setting test.hole_sigma_start={self.hole_sigma_start:g}: the holes must start above "
+                           f"the rest (this prior's level {level}, σ {float(sigmas[level]):.3g}, is not above the start "
+                           f"level {start}, σ {float(sigmas[start]):.3g})")
+        return level
+
     def evaluations(self, sigmas: torch.Tensor) -> int:
         """Network evaluations per image (or patch) with a prior of these noise levels."""
         s = self.for_levels(sigmas)
-        return nfe(len(sigmas) - s.start_level, s.n_steps_each, s.denoise)
+        first = s.start_level if self.hole_sigma_start is None else self.hole_level(sigmas)
+        return nfe(len(sigmas) - first, s.n_steps_each, s.denoise)
 
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
         """These settings with another step size (the paper's form) and step count (None keeps the current one)."""

@@ -229,6 +229,49 @@ def test_classical_init_with_skipped_levels(init, task):
     assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
 
 
+def test_coarse_to_fine_start_frees_only_the_inside_of_the_hole_before_the_start_level():
+    """hole_sigma_start: the levels above the start move only pixels far from every measured
+    pixel; the rest stays at the classical start until the start level, then all move."""
+    torch.manual_seed(5)
+    h, w = 24, 24
+    gt = torch.rand(1, 3, h, w)
+    mask = box_mask(h, w, 12)[None]  # a 12×12 hole: farther than 4 px from its edge is the central 4×4
+    prior = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.1, 0.05))
+    labels, iterates = [], []
+    prior._score = lambda x, lab: labels.append(int(lab[0])) or (0.3 - x)
+    settings = replace(SETTINGS, init="biharmonic", sigma_start=0.1, hole_sigma_start=1.0, hole_distance=4,
+                       denoise=False, n_steps_each=2, step_lr=1e-3)
+    out = restore_image(prior, gt * mask, mask, settings, callback=lambda step, x, part: iterates.append(x.clone()))
+    assert labels == [0, 0, 1, 1, 2, 2, 3, 3]  # from the holes' level down
+    assert settings.evaluations(prior.sigmas) == 8
+    from classical import run_baseline
+    init = run_baseline("biharmonic", (gt * mask)[0], mask[0])[None]
+    inside = torch.zeros(1, 3, h, w, dtype=torch.bool)
+    inside[..., 10:14, 10:14] = True
+    ring = (mask < 0.5) & ~inside
+    for x in iterates[:4]:  # levels 0 and 1: the ring held, the inside free
+        assert torch.allclose(x[ring], init[ring], atol=1e-6)
+        assert not torch.allclose(x[inside], init[inside], atol=1e-3)
+    assert not torch.allclose(iterates[4][ring], init[ring], atol=1e-3)  # released at the start level
+    assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
+
+
+def test_coarse_to_fine_start_must_begin_above_the_start_level():
+    from datasets.errors import HGMError
+    settings = replace(SETTINGS, sigma_start=0.5, hole_sigma_start=0.5)
+    with pytest.raises(HGMError, match="test.hole_sigma_start=0.5: the holes must start above"):
+        settings.evaluations(torch.tensor([1.0, 0.5, 0.1]))
+    assert replace(settings, hole_sigma_start=None).evaluations(torch.tensor([1.0, 0.5, 0.1])) == 2 * 3 + 1
+
+
+def test_near_measurement_is_a_chessboard_distance():
+    from sampling.restore_image import near_measurement
+    mask = torch.zeros(1, 3, 9, 9)
+    mask[..., 4, 4] = 1
+    near = near_measurement(mask, 2)
+    assert near.shape == (1, 1, 9, 9) and int(near.sum()) == 25 and near[0, 0, 2:7, 2:7].min() == 1
+
+
 def test_start_level_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="start level"):
         annealed_langevin(lambda x, lab: x, torch.rand(1, 3, 4, 4), torch.tensor([1.0, 0.1]),
@@ -241,6 +284,8 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"start_level": -1}, "test.start_level"),
                                           ({"step_scale": 0.0}, "test.step_scale"),
                                           ({"sigma_start": -0.1}, "test.sigma_start"),
+                                          ({"hole_sigma_start": 0.0}, "test.hole_sigma_start"),
+                                          ({"hole_distance": 0}, "test.hole_distance"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
