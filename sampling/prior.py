@@ -41,6 +41,7 @@ class Prior:
         self.model.load_state_dict(strip_module_prefix({k: v.float() for k, v in weights.items()}), strict=True)
         self.device, self.bf16, self.channels_last = device, options.bf16, options.channels_last
         self.step = int(ckpt.get("step", -1))
+        self.training_crop = training_crop(ckpt)
         self.net = self.model
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -57,12 +58,6 @@ class Prior:
         times the network's own multiple."""
         return self.transform.size_multiple * self.model.size_multiple
 
-    @property
-    def training_crop(self) -> int | None:
-        """The side of the crops the prior was trained on (its config's data.image_size), if recorded."""
-        size = self.cfg.get("data", {}).get("image_size")
-        return int(size) if size else None
-
     def score(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -76,6 +71,14 @@ class Prior:
                             str(e).splitlines()[0] if str(e) else type(e).__name__)
                 self.net = self.model
                 return self.net(x, labels).float()
+
+
+def training_crop(ckpt: dict) -> int | None:
+    """The side of the crops a checkpoint's network was trained on (its own config's data.image_size),
+    if recorded. Read from the checkpoint, never from the run's config, whose data section is not the prior's."""
+    saved = ckpt.get("config")
+    size = saved.get("data", {}).get("image_size") if isinstance(saved, dict) else None
+    return int(size) if isinstance(size, int) and size > 0 else None
 
 
 def load_prior(path: str, device: torch.device, options: PriorOptions = PriorOptions(),

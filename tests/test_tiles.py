@@ -139,6 +139,25 @@ def test_restore_image_resolves_auto_tiles_from_the_prior():
     assert counts[0] > 2 * counts[1] and counts[1] == 2 * 2  # 2 levels × 2 steps, whole image
 
 
+def test_the_training_crop_is_the_checkpoints_own_not_the_runs(tmp_path):
+    """auto tiles must follow the prior: its crop comes from the checkpoint's config, whatever the
+    run's data section says, and is unknown when the checkpoint does not record it."""
+    from helpers import write_prior
+
+    from runners.config import load_config
+    from sampling import load_prior
+    path = write_prior(tmp_path / "p.pth")
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["data"]["image_size"] = 48
+    torch.save(ckpt, path)
+    run_cfg = load_config("demosaic.yml", {"data.image_size": 96})
+    assert load_prior(path, torch.device("cpu"), base=run_cfg).training_crop == 48
+    assert load_prior(path, torch.device("cpu")).training_crop == 48
+    del ckpt["config"]["data"]["image_size"]
+    torch.save(ckpt, path)
+    assert load_prior(path, torch.device("cpu"), base=run_cfg).training_crop is None
+
+
 class Bar:
     """The part of a tqdm bar restore_image uses."""
     total, n = None, 0
@@ -180,6 +199,23 @@ def test_the_benchmark_runs_end_to_end_on_a_small_image():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     row = proc.stdout.strip().splitlines()[-1].split("|")
-    assert row[1].strip() == "48×40" and row[3].strip() == "32"
-    tiled, whole, diff = (float(v) for v in row[6:9])
+    assert row[1].strip() == "48×40" and row[3].strip() == "32" and row[4].strip() == "31"  # the preset's NFE
+    tiled, whole, diff = (float(v) for v in row[8:11])
     assert 20 < tiled < 60 and 20 < whole < 60 and abs(diff) < 1.0
+
+
+def test_the_benchmark_takes_auto_tiles_and_a_shorter_schedule():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    proc = subprocess.run([sys.executable, "scripts/benchmark_tiles.py", "--sizes", "80x72", "--tile", "auto",
+                           "--overlap", "8", "--whole_max", "0", "--set", "test.n_steps_each=1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    row = [v.strip() for v in proc.stdout.strip().splitlines()[-1].split("|")]
+    assert row[3] == "64" and row[4] == "7"  # the bundled prior's training crop; 6 levels × 1 step + 1
+    assert float(row[7]) == pytest.approx(float(row[6]) / 7, rel=0.02) and row[9] == "–"
+    bad = subprocess.run([sys.executable, "scripts/benchmark_tiles.py", "--tile", "big"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "a number of pixels or auto, got 'big'" in bad.stderr
