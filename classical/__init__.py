@@ -3,7 +3,7 @@ points of its sampler (test.init: menon, biharmonic, ...).
 
 - demosaic.py: bilinear, Malvar–He–Cutler 2004, Menon 2007
 - inpaint.py: biharmonic (scikit-image), Telea and Navier–Stokes (OpenCV, optional)
-- denoise.py: noisy demosaicking pipelines (Menon with non-local means, wavelets or BM3D)
+- denoise.py: pipelines for noisy measurements (Menon or an inpainter with non-local means, wavelets or BM3D)
 
 All take torch tensors 3×H×W or B×3×H×W in [0, 1] and return the same shape, clipped to [0, 1],
 with every measured sample unchanged (noisy pipelines: estimates). `run_baseline` runs one by name.
@@ -15,15 +15,16 @@ import functools
 import torch
 
 from classical.demosaic import bilinear_demosaic, malvar_demosaic, menon_demosaic
-from classical.denoise import DENOISERS, NOISY_DEMOSAIC_BASELINES, denoise_colour, denoise_mosaic, noisy_demosaic
+from classical.denoise import (DENOISERS, NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES, denoise_colour,
+                               denoise_mosaic, noisy_demosaic, noisy_inpaint)
 from classical.inpaint import biharmonic_inpaint, opencv_inpaint
 from classical.shapes import as_batch
 from datasets.errors import HGMError
 from datasets.masks import PATTERNS, bayer_mask
 
-__all__ = ["BASELINES", "DEMOSAIC_BASELINES", "DENOISERS", "NOISY_DEMOSAIC_BASELINES", "bayer_pattern_of",
-           "biharmonic_inpaint", "bilinear_demosaic", "denoise_colour", "denoise_mosaic", "malvar_demosaic",
-           "menon_demosaic", "noisy_demosaic", "opencv_inpaint", "run_baseline"]
+__all__ = ["BASELINES", "DEMOSAIC_BASELINES", "DENOISERS", "NOISY_DEMOSAIC_BASELINES", "NOISY_INPAINT_BASELINES",
+           "bayer_pattern_of", "biharmonic_inpaint", "bilinear_demosaic", "denoise_colour", "denoise_mosaic",
+           "malvar_demosaic", "menon_demosaic", "noisy_demosaic", "noisy_inpaint", "opencv_inpaint", "run_baseline"]
 
 
 def bayer_pattern_of(mask: torch.Tensor) -> str:
@@ -61,15 +62,19 @@ def run_baseline(name: str, degraded: torch.Tensor, mask: torch.Tensor | None, p
 
     Demosaicking baselines take their Bayer pattern from `mask` when it is
     given (else from `pattern`); the inpainting methods (biharmonic, telea, ns) need `mask`. The
-    noisy-demosaicking methods (NOISY_DEMOSAIC_BASELINES) take the noise level `noise_sigma` on the
-    [0, 1] scale.
+    noisy pipelines (NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES) take the noise level
+    `noise_sigma` on the [0, 1] scale.
     """
     if name in NOISY_DEMOSAIC_BASELINES:
         if mask is not None:
             pattern = bayer_pattern_of(mask)
         return noisy_demosaic(name, degraded, noise_sigma, pattern)
+    if name in NOISY_INPAINT_BASELINES:
+        if mask is None:
+            raise HGMError(f"baseline {name!r} needs a mask of the known pixels")
+        return noisy_inpaint(name, degraded, mask, noise_sigma)
     if name not in BASELINES:
-        names = (*BASELINES, *NOISY_DEMOSAIC_BASELINES)
+        names = (*BASELINES, *NOISY_DEMOSAIC_BASELINES, *NOISY_INPAINT_BASELINES)
         raise HGMError(f"unknown baseline {name!r}; choose one of {', '.join(names)}")
     if name in DEMOSAIC_BASELINES:
         if mask is not None:

@@ -1,6 +1,8 @@
-"""Classical noisy demosaicking: Menon 2007 followed by a colour denoiser (scikit-image's non-local
-means or wavelet shrinkage, or BM3D from the optional `bm3d` package), or the reverse order (each
-Bayer lattice denoised, then Menon): methods named `menon+nlm`, `nlm+menon`, ..."""
+"""Classical pipelines for noisy measurements. Demosaicking: Menon 2007 followed by a colour denoiser
+(scikit-image's non-local means or wavelet shrinkage, or BM3D from the optional `bm3d` package), or
+the reverse order (each Bayer lattice denoised, then Menon): methods named `menon+nlm`, `nlm+menon`,
+... Inpainting: the holes filled from the noisy samples, then the whole image denoised:
+`biharmonic+nlm`, `telea+wavelet`, ..."""
 from __future__ import annotations
 
 import numpy as np
@@ -77,3 +79,17 @@ def noisy_demosaic(name: str, mosaic: torch.Tensor, sigma: float, pattern: str =
 
 
 NOISY_DEMOSAIC_BASELINES = tuple(f"menon+{d}" for d in DENOISERS) + tuple(f"{d}+menon" for d in DENOISERS)
+INPAINTERS = ("biharmonic", "telea", "ns")
+NOISY_INPAINT_BASELINES = tuple(f"{i}+{d}" for i in INPAINTERS for d in DENOISERS)
+
+
+def noisy_inpaint(name: str, degraded: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`<inpainter>+<denoiser>`: the holes filled from the noisy measured samples, then the whole image
+    denoised for noise σ ([0, 1] scale). Denoising first would have to skip the holes, which no
+    denoiser here can."""
+    from classical.inpaint import biharmonic_inpaint, opencv_inpaint
+    first, _, second = name.partition("+")
+    if first not in INPAINTERS or second not in DENOISERS:
+        raise HGMError(f"unknown noisy-inpainting method {name!r} ({' | '.join(NOISY_INPAINT_BASELINES)})")
+    filled = biharmonic_inpaint(degraded, mask) if first == "biharmonic" else opencv_inpaint(degraded, mask, first)
+    return denoise_colour(filled, sigma, second)

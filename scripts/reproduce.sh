@@ -10,6 +10,9 @@
 #                                                           # of 255 (seeded per image): Menon, Menon then
 #                                                           # non-local means and the reverse order, HGM
 #                                                           # (configs/demosaic_noisy.yml)
+#   DATA=/path/to/data bash scripts/reproduce.sh noisy_inpaint  # Kodak24 centre 256×256 × the four masks, noise
+#                                                           # σ 10 of 255: biharmonic, biharmonic or Telea then
+#                                                           # non-local means, HGM (configs/inpaint.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh variants   # the paper's 3/6/12-channel and progressive
 #                                                           # variants with the bundled priors (demosaicking)
 # Writes results/<task>/table.md (an earlier results/<task> is moved aside, never deleted).
@@ -17,10 +20,11 @@
 # the HGM rows with another prior (any transform and noise levels: the presets fit any prior);
 # EXTRA="test.n_steps_each=10" more --set values for the HGM rows; CROP=256 a centre crop
 # (variants; default the whole image); OUT=folder; CHECK=0 skips the check of $DATA/kodak24;
-# MASKSET="random50 box64" some of the inpainting masks; SIGMAS="10" some of the noise levels.
+# MASKSET="random50 box64" some of the inpainting masks; SIGMAS="10" the noise levels (noisy: 5 10 15,
+# noisy_inpaint: 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASK=${1:?usage: bash scripts/reproduce.sh demosaic|inpaint|noisy|variants}
+TASK=${1:?usage: bash scripts/reproduce.sh demosaic|inpaint|noisy|noisy_inpaint|variants}
 DATA=${DATA:?set DATA=/path/to/data, the folder that holds kodak24/ (README, Data)}
 KODAK=${KODAK:-$DATA/kodak24}
 OUT=${OUT:-results/$TASK}
@@ -29,9 +33,9 @@ CROP=${CROP-""}
 PRIOR=${PRIOR:-}
 EXTRA=${EXTRA:-}
 MASKSET=${MASKSET:-"random50 random80 box64 text"}
-SIGMAS=${SIGMAS:-"5 10 15"}
-case "$TASK" in demosaic|inpaint|noisy|variants) ;;
-  *) echo "error: unknown task $TASK (demosaic | inpaint | noisy | variants)" >&2; exit 2;; esac
+if [ "$TASK" = noisy_inpaint ]; then SIGMAS=${SIGMAS:-"10"}; else SIGMAS=${SIGMAS:-"5 10 15"}; fi
+case "$TASK" in demosaic|inpaint|noisy|noisy_inpaint|variants) ;;
+  *) echo "error: unknown task $TASK (demosaic | inpaint | noisy | noisy_inpaint | variants)" >&2; exit 2;; esac
 if [ "${CHECK:-1}" != 0 ]; then python scripts/prepare_data.py check kodak24 "$KODAK"; fi
 
 # a fresh $OUT; the images ($SUBSET stems of $KODAK, or all of them) linked into $OUT/data
@@ -81,6 +85,22 @@ noisy)  # every method sees the same seeded noisy mosaic (datasets/noise.py)
     { echo; echo "**noise σ $s of 255**"; echo
       python scripts/make_table.py "${rows[@]}" "HGM (demosaic_noisy.yml)=$OUT/sigma$s/hgm"
     } | tee -a "$OUT/table.md"
+  done ;;
+noisy_inpaint)  # the same seeded noisy samples for every method
+  CROPARG=(--image_size 256); SETS+=(test.image_size=256)
+  : > "$OUT/table.md"
+  for s in $SIGMAS; do
+    for mask in $MASKSET; do
+      M="$(realpath masks)/$mask.png"
+      rows=()
+      for m in biharmonic biharmonic+nlm telea+nlm; do
+        baseline $m inpaint "sigma$s/$mask/$m" --mask "$M" --noise_sigma "$s"; rows+=("$m=$OUT/sigma$s/$mask/$m")
+      done
+      hgm restore inpaint.yml "sigma$s/$mask/hgm" "test.mask=$M" "test.noise_sigma=$s"
+      { echo; echo "**mask $mask, noise σ $s of 255**"; echo
+        python scripts/make_table.py "${rows[@]}" "HGM (inpaint.yml)=$OUT/sigma$s/$mask/hgm"
+      } | tee -a "$OUT/table.md"
+    done
   done ;;
 variants)  # the earlier few-step preset (configs/history/cpu_demosaic.yml) for every variant
   P=pretrained

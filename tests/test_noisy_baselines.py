@@ -1,5 +1,6 @@
-"""Classical anchors for noisy demosaicking: Menon 2007 with a denoiser after it (or before it, on
-the mosaic's lattices), on exactly the noisy measurement the restore runner makes."""
+"""Classical anchors for noisy measurements: Menon 2007 with a denoiser after it (or before it, on
+the mosaic's lattices), an inpainter followed by a denoiser, on exactly the noisy measurement the
+restore runner makes."""
 import os
 import sys
 
@@ -34,6 +35,20 @@ def test_a_denoiser_with_menon_beats_menon_alone_on_a_noisy_mosaic(method):
     assert psnr(out, gt) > plain + 3
 
 
+@pytest.mark.parametrize("method", ["biharmonic+nlm", "biharmonic+wavelet"])
+def test_an_inpainter_then_a_denoiser_beats_the_inpainter_alone_on_noisy_samples(method):
+    from datasets.masks import box_mask, random_mask
+    gt = smooth_image()
+    for mask in (random_mask(64, 64, 0.5, torch.Generator().manual_seed(1)), box_mask(64, 64, 16)):
+        y = add_measurement_noise(gt, mask, 10, "smooth")
+        plain = psnr(run_baseline("biharmonic", y, mask), gt)
+        out = run_baseline(method, y, mask, noise_sigma=10 / 255)
+        assert out.shape == gt.shape and out.min() >= 0 and out.max() <= 1
+        assert psnr(out, gt) > plain + 2
+    with pytest.raises(HGMError, match="needs a mask"):
+        run_baseline(method, y, None, noise_sigma=10 / 255)
+
+
 def test_bm3d_is_optional_and_missing_it_says_how_to_get_it(monkeypatch):
     gt, mask = smooth_image(16, 16), bayer_mask("rggb", 16, 16)
     monkeypatch.setitem(sys.modules, "bm3d", None)  # import bm3d raises ImportError
@@ -45,6 +60,8 @@ def test_bm3d_is_optional_and_missing_it_says_how_to_get_it(monkeypatch):
 def test_unknown_noisy_method_is_named():
     with pytest.raises(HGMError, match="menon\\+median"):
         run_baseline("menon+median", torch.rand(3, 8, 8), None)
+    with pytest.raises(HGMError, match="biharmonic\\+median"):
+        run_baseline("biharmonic+median", torch.rand(3, 8, 8), torch.ones(3, 8, 8))
 
 
 def test_run_baseline_uses_the_runners_noisy_measurement(tmp_path):

@@ -135,6 +135,19 @@ def test_reproduce_noisy_puts_every_method_on_the_same_noisy_mosaics(tmp_path):
     assert a[0] == a[1]  # the very same noisy measurement
 
 
+def test_reproduce_noisy_inpaint_writes_a_table_per_mask(tmp_path):
+    pytest.importorskip("cv2", reason="telea+nlm needs the optional opencv-python-headless")
+    data = tmp_path / "data"
+    images(str(data / "kodak24"), size=(300, 300))
+    r = run_reproduce(tmp_path, "noisy_inpaint", DATA=str(data), OUT=str(tmp_path / "out"), CHECK="0",
+                      MASKSET="box64", EXTRA="test.n_steps_each=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "**mask box64, noise σ 10 of 255**" in table
+    for row in ("| biharmonic | 2 |", "| biharmonic+nlm | 2 |", "| telea+nlm | 2 |", "| HGM (inpaint.yml) | 2 |"):
+        assert row in table
+
+
 def test_gpu_check_says_plainly_that_no_gpu_is_here_and_its_dry_run_works(tmp_path):
     import subprocess
 
