@@ -15,8 +15,15 @@ import functools
 import torch
 
 from classical.demosaic import bilinear_demosaic, malvar_demosaic, menon_demosaic
-from classical.denoise import (DENOISERS, NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES, denoise_colour,
-                               denoise_mosaic, noisy_demosaic, noisy_inpaint)
+from classical.denoise import (
+    DENOISERS,
+    NOISY_DEMOSAIC_BASELINES,
+    NOISY_INPAINT_BASELINES,
+    denoise_colour,
+    denoise_mosaic,
+    noisy_demosaic,
+    noisy_inpaint,
+)
 from classical.inpaint import biharmonic_inpaint, opencv_inpaint
 from classical.shapes import as_batch
 from datasets.errors import HGMError

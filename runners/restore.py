@@ -167,8 +167,8 @@ class RestoreRunner:
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
-                 "" if s.hole_sigma_start is None else f", holes farther than {s.hole_distance} px from the measurement "
-                 f"from level {s.hole_level(sig)} (σ {float(sig[s.hole_level(sig)]):.3g})",
+                 "" if s.hole_sigma_start is None else f", holes farther than {s.hole_distance} px from the "
+                 f"measurement from level {s.hole_level(sig)} (σ {float(sig[s.hole_level(sig)]):.3g})",
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)
         has_gt = not tcfg["degraded_input"]

@@ -122,9 +122,9 @@ class SamplerSettings:
             return None
         level, start = nearest_level(sigmas, self.hole_sigma_start), self.for_levels(sigmas).start_level
         if level >= start:
-            raise HGMError(f"bad setting test.hole_sigma_start={self.hole_sigma_start:g}: the holes must start above "
-                           f"the rest (this prior's level {level}, σ {float(sigmas[level]):.3g}, is not above the start "
-                           f"level {start}, σ {float(sigmas[start]):.3g})")
+            raise HGMError(f"bad setting test.hole_sigma_start={self.hole_sigma_start:g}: the holes must start "
+                           f"above the rest (this prior's level {level}, σ {float(sigmas[level]):.3g}, is not above "
+                           f"the start level {start}, σ {float(sigmas[start]):.3g})")
         return level
 
     def evaluations(self, sigmas: torch.Tensor) -> int:
