@@ -140,6 +140,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     with a side longer than this many pixels has its score evaluated in overlapping tiles of this
     size sharing `settings.tile_overlap` pixels, blended into one score per step (sampling/tiles.py), so the
     network's memory is that of one tile; the bar then counts tile evaluations.
+    `settings.hole_sigma_start`: a coarse-to-fine start (`held_consistency`): sampling begins at that
+    level, the pixels near the measurement held at the initial estimate until the start level.
     """
     t = prior.transform
     hole_level = settings.hole_level(prior.sigmas)
