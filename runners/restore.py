@@ -162,11 +162,13 @@ class RestoreRunner:
         sig = r.prior.sigmas
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
-                 "%d evaluations per image%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
+                 "%d evaluations per image%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
                  r.prior.transform.channels, r.prior.step, s.start_level, len(sig) - 1, len(sig),
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
+                 "" if s.noise_start_ratio is None or not self.tcfg["noise_sigma"] else
+                 f" (with a noisy measurement: from the level nearest {s.noise_start_ratio:g}× its σ)",
                  "" if s.hole_sigma_start is None else f", holes farther than {s.hole_distance} px from the "
                  f"measurement from level {s.hole_level(sig)} (σ {float(sig[s.hole_level(sig)]):.3g})",
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
@@ -228,7 +230,8 @@ class RestoreRunner:
         path = os.path.join(r.out, "restored", item.stem + ".png")
         save_image(result, path, bits=self.tcfg["output_bits"])
         write_comparison(r.out, item.stem, item.y, result, item.gt)
-        row = {"image": item.stem, "nfe": n_eval + earlier_nfe, "seconds": round(seconds, 2), "status": "ok"}
+        row = {"image": item.stem, "nfe": stats.get("nfe", n_eval) + earlier_nfe, "seconds": round(seconds, 2),
+               "status": "ok"}
         if has_gt:
             row.update(image_metrics_of_file(path, item.gt, self.tcfg["border"]))
             ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
@@ -257,10 +260,11 @@ class RestoreRunner:
             earlier = read_earlier_estimate(r.earlier_folder, item.stem, *item.y.shape[-2:])[None].to(self.device)
             return earlier, earlier_cost(r.earlier_folder, item.stem)
         settings = r.settings.with_schedule(pcfg["prev_step_lr"], pcfg["prev_n_steps_each"])
+        stats: dict = {}
         with level_bar(f"{item.stem} stage 1") as bar:
-            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar, noise_sigma=noise)
+            earlier = restore_image(r.earlier_prior, yd, md, settings, progress=bar, noise_sigma=noise, stats=stats)
         save_image(earlier[0], os.path.join(r.out, EARLIER_STAGE_FOLDER, item.stem + ".png"))
-        return earlier, (settings.evaluations(r.earlier_prior.sigmas), 0.0)  # its time is in ours
+        return earlier, (stats["nfe"], 0.0)  # its time is in ours
 
     def trace_callback(self, r: Restoration, item: RestoreInput,
                        traces: list) -> Callable[[int, torch.Tensor, tuple | None], None] | None:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from datasets.errors import HGMError
 from datasets.transforms import Transform
 from sampling.consistency import MaskedObservation, in_lifted_space, is_noisy
-from sampling.langevin import annealed_langevin
+from sampling.langevin import annealed_langevin, nfe
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
 from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
@@ -132,7 +132,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     image with patches None, else of patches [first, last) of `patch_layout`'s
     order (`sampling.patches.to_patches`); `stats`, a dict, gets "out_of_range": the
     fraction of unmeasured samples of the final iterate more than OUT_OF_RANGE_MARGIN outside
-    [0, 1] before clipping (see `schedule_failed`). `noise_sigma`: the measurement's noise level
+    [0, 1] before clipping (see `schedule_failed`), and "nfe": the network evaluations it took
+    (per image; patches and tiles each take that many). `noise_sigma`: the measurement's noise level
     on the [0, 1] scale, a number or one per colour channel (3 values). Returns 1×3×H×W in [0, 1]
     whose measured samples equal y exactly when noise_sigma is 0; otherwise every data-consistency
     step, the last included, weighs y against the iterate (`MaskedObservation.weigh`) and the
@@ -140,10 +141,13 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     with a side longer than this many pixels has its score evaluated in overlapping tiles of this
     size sharing `settings.tile_overlap` pixels, blended into one score per step (sampling/tiles.py), so the
     network's memory is that of one tile; the bar then counts tile evaluations.
-    `settings.hole_sigma_start`: a coarse-to-fine start (`held_consistency`): sampling begins at that
-    level, the pixels near the measurement held at the initial estimate until the start level.
+    `settings.noise_start_ratio`: with a noisy measurement, the first level follows its noise
+    (`SamplerSettings.for_noise`). `settings.hole_sigma_start`: a coarse-to-fine start
+    (`held_consistency`): sampling begins at that level, the pixels near the measurement held at the
+    initial estimate until the start level.
     """
     t = prior.transform
+    settings = settings.for_noise(noise_sigma)
     hole_level = settings.hole_level(prior.sigmas)
     settings = settings.for_levels(prior.sigmas).with_tiles_for(prior.training_crop)
     release = settings.start_level
@@ -189,6 +193,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
     if stats is not None:
         stats["out_of_range"] = out_of_range_fraction(out, mask)
+        stats["nfe"] = nfe(len(prior.sigmas) - settings.start_level, settings.n_steps_each, settings.denoise)
     if noisy:  # the sampler's last step weighed the measurement; reinserting it would put the noise back
         return out.clamp(0, 1)
     # clip, then enforce the measurement once more: overlap averaging is exact

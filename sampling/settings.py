@@ -48,6 +48,7 @@ class SamplerSettings:
     tile_batch: int | None = None
     hole_sigma_start: float | None = None
     hole_distance: int = 4
+    noise_start_ratio: float | None = None
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
@@ -71,6 +72,8 @@ class SamplerSettings:
             (self.hole_sigma_start is None or self.hole_sigma_start > 0,
              f"test.hole_sigma_start={self.hole_sigma_start} (must be > 0, or null)"),
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
+            (self.noise_start_ratio is None or self.noise_start_ratio > 0,
+             f"test.noise_start_ratio={self.noise_start_ratio} (must be > 0, or null)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
              "test.sigma_start (one must be set)"),
@@ -114,6 +117,15 @@ class SamplerSettings:
         if not 0 <= start < n:
             raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
         return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
+
+    def for_noise(self, noise_sigma: float | torch.Tensor) -> SamplerSettings:
+        """These settings for a measurement with this noise ([0, 1] scale; one value or one per
+        channel, the largest counts): with noise_start_ratio, sampling starts at the level nearest
+        that multiple of the noise, since the sampler must begin above the noise it removes."""
+        noise = float(torch.as_tensor(noise_sigma).max())
+        if self.noise_start_ratio is None or noise <= 0:
+            return self
+        return dataclasses.replace(self, sigma_start=self.noise_start_ratio * noise)
 
     def hole_level(self, sigmas: torch.Tensor) -> int | None:
         """The level a coarse-to-fine start begins at (test.hole_sigma_start), or None without one.

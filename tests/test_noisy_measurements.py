@@ -1,5 +1,6 @@
 """Noisy measurements: the noise-weighted data-consistency step against a closed form, its
 reduction to exact replacement at σ 0, the seeded noise of an evaluation run and the `auto` estimate."""
+import csv
 import os
 from dataclasses import replace
 
@@ -161,6 +162,18 @@ def test_a_noisy_run_adds_seeded_noise_and_auto_estimates_it_from_degraded_input
     gt = np.asarray(Image.open(os.path.join(data, "im0.png"))).astype(int)
     m = bayer_mask("rggb", *gt.shape[:2]).permute(1, 2, 0).numpy() > 0.5
     assert 5 < np.abs(noisy - gt)[m].std() < 15  # σ 10 (clipped and rounded in the PNG)
+    # the first level following the noise: metrics.csv counts the evaluations each image took
+    from models.ncsn import get_sigmas
+    from runners.config import load_config
+    from sampling.settings import nearest_level
+    net = load_config("tiny.yml")["model"]
+    sigmas = get_sigmas(net["sigma_begin"], net["sigma_end"], net["num_classes"], torch.device("cpu"))
+    for ratio in (1, 3):
+        out = tmp_path / f"ratio{ratio}"
+        assert restore(out, f"test.data_path={data}", "test.noise_sigma=10", f"test.noise_start_ratio={ratio}") == 0
+        rows = {r["image"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
+        assert int(float(rows["im0"]["nfe"])) == len(sigmas) - nearest_level(sigmas, ratio * 10 / 255)
+    assert f"from the level nearest {ratio}× its σ" in hgm_log.text
     assert restore(tmp_path / "bad", f"test.data_path={data}", "test.noise_sigma=auto") != 0
     assert "test.noise_sigma=auto" in capsys.readouterr().err
     mosaics = tmp_path / "mosaics"

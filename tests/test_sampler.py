@@ -264,6 +264,25 @@ def test_coarse_to_fine_start_must_begin_above_the_start_level():
     assert replace(settings, hole_sigma_start=None).evaluations(torch.tensor([1.0, 0.5, 0.1])) == 2 * 3 + 1
 
 
+def test_the_first_level_follows_the_noise_with_a_noise_start_ratio():
+    from sampling.restore_image import restore_image as restore
+    sigmas = torch.tensor([0.2, 0.1328, 0.0882, 0.0586, 0.0389, 0.0258])
+    settings = replace(SETTINGS, sigma_start=0.0882, noise_start_ratio=2.25)
+    assert settings.for_noise(0.0) is settings
+    assert replace(settings, noise_start_ratio=None).for_noise(0.1).sigma_start == 0.0882
+    for noise, level in ((5 / 255, 4), (10 / 255, 2), (15 / 255, 1)):
+        assert settings.for_noise(noise).for_levels(sigmas).start_level == level
+    per_channel = torch.tensor([5, 15, 10]) / 255  # auto: one per channel, the largest counts
+    assert settings.for_noise(per_channel).for_levels(sigmas).start_level == 1
+    h, w = 16, 16
+    gt, mask = torch.rand(1, 3, h, w), bayer_mask("rggb", h, w)[None]
+    prior = FakePrior(make_transform("identity"), sigmas=tuple(sigmas.tolist()))
+    for noise, n in ((15 / 255, 5 * 3 + 1), (0.0, 4 * 3 + 1)):  # levels 1..5 or 2..5, 3 steps each, denoising
+        stats = {}
+        restore(prior, gt * mask, mask, replace(settings, start_level=None), noise_sigma=noise, stats=stats)
+        assert stats["nfe"] == n
+
+
 def test_near_measurement_is_a_chessboard_distance():
     from sampling.restore_image import near_measurement
     mask = torch.zeros(1, 3, 9, 9)
@@ -286,6 +305,7 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"sigma_start": -0.1}, "test.sigma_start"),
                                           ({"hole_sigma_start": 0.0}, "test.hole_sigma_start"),
                                           ({"hole_distance": 0}, "test.hole_distance"),
+                                          ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
