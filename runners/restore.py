@@ -160,6 +160,7 @@ class RestoreRunner:
         n_eval = s.evaluations(r.prior.sigmas)
         tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
+        holes = s.hole_level(sig)
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
                  "%d evaluations per image%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
@@ -169,8 +170,8 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
                  "" if s.noise_start_ratio is None or not self.tcfg["noise_sigma"] else
                  f" (with a noisy measurement: from the level nearest {s.noise_start_ratio:g}× its σ)",
-                 "" if s.hole_sigma_start is None else f", holes farther than {s.hole_distance} px from the "
-                 f"measurement from level {s.hole_level(sig)} (σ {float(sig[s.hole_level(sig)]):.3g})",
+                 "" if holes is None else f", holes farther than {s.hole_distance} px from the measurement "
+                 f"from level {holes} (σ {float(sig[holes]):.3g})",
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)
         has_gt = not tcfg["degraded_input"]

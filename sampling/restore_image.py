@@ -12,7 +12,7 @@ from tqdm import tqdm
 from datasets.errors import HGMError
 from datasets.transforms import Transform
 from sampling.consistency import MaskedObservation, in_lifted_space, is_noisy
-from sampling.langevin import annealed_langevin, nfe
+from sampling.langevin import annealed_langevin
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
 from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
@@ -148,6 +148,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     """
     t = prior.transform
     settings = settings.for_noise(noise_sigma)
+    evaluations = settings.evaluations(prior.sigmas)
     hole_level = settings.hole_level(prior.sigmas)
     settings = settings.for_levels(prior.sigmas).with_tiles_for(prior.training_crop)
     release = settings.start_level
@@ -193,7 +194,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]
     if stats is not None:
         stats["out_of_range"] = out_of_range_fraction(out, mask)
-        stats["nfe"] = nfe(len(prior.sigmas) - settings.start_level, settings.n_steps_each, settings.denoise)
+        stats["nfe"] = evaluations
     if noisy:  # the sampler's last step weighed the measurement; reinserting it would put the noise back
         return out.clamp(0, 1)
     # clip, then enforce the measurement once more: overlap averaging is exact

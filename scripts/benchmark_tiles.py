@@ -61,16 +61,16 @@ def child(config: str, image: str | None, h: int, w: int, tile: int | str, overl
     cfg = load_config(config, overrides)
     prior = load_prior(resolve_checkpoint_path(cfg["test"]["checkpoint"]), torch.device("cpu"))
     settings = replace(SamplerSettings.from_config(cfg["test"], prior.sigmas), tile_size=tile, tile_overlap=overlap)
-    nfe = settings.evaluations(prior.sigmas)
     gt = image_of_size(image, h, w)[None]
     mask = bayer_mask("rggb", h, w)[None]
     torch.manual_seed(0)
     t0 = time.time()
+    stats: dict = {}
     with torch.inference_mode():
-        out = restore_image(prior, gt * mask, mask, settings)
+        out = restore_image(prior, gt * mask, mask, settings, stats=stats)
     seconds = time.time() - t0
     return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "psnr": psnr(out[0], gt[0]), "nfe": nfe,
+            "psnr": psnr(out[0], gt[0]), "nfe": stats["nfe"],
             "tile": settings.with_tiles_for(prior.training_crop).tile_size if tile else 0}
 
 
