@@ -127,13 +127,18 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
     tcfg = _test_config(p, task, config, {"task": task, **sets})
     settings = SamplerSettings.from_config(tcfg, p.prior.sigmas)
     dev = p.prior.device
+    hole_prior = None
+    if tcfg["hole_prior"]:  # a preset's prior for the first levels of a coarse-to-fine start
+        if tcfg["hole_sigma_start"] is None:
+            raise HGMError("hole_prior needs hole_sigma_start (the σ the hole prior starts at)")
+        hole_prior = _load_prior(tcfg["hole_prior"], dev, PriorOptions(use_ema=True, bf16=p.prior.bf16))
     outs = []
     for i in range(n):
         noise = noise_level(tcfg["noise_sigma"], y[i], m[i])
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
             outs.append(restore_image(p.prior, y[i:i + 1].to(dev), m[i:i + 1].to(dev), settings,
-                                      noise_sigma=noise).float().cpu())
+                                      noise_sigma=noise, hole_prior=hole_prior).float().cpu())
     return from_unit(torch.cat(outs).clone(), kind)  # a clone: an ordinary tensor, not an inference one
 
 

@@ -30,6 +30,7 @@ NULLABLE = {
     "test.step_scale": float,
     "test.sigma_start": float,
     "test.hole_sigma_start": float,
+    "test.hole_prior": str,
     "test.noise_start_ratio": float,
     "test.image_size": int,
     "test.patch_size": int,

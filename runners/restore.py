@@ -36,7 +36,7 @@ from runners.config import dump_config, flatten
 from runners.progress import bars_disabled, level_bar
 from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, restore_image
 from sampling.patches import to_patches
-from sampling.restore_image import schedule_failed
+from sampling.restore_image import evaluations, schedule_failed
 
 log = logging.getLogger("hgm")
 
@@ -67,6 +67,7 @@ class Restoration:
     items: list[RestoreInput]
     out: str
     earlier_prior: Prior | None = None  # progressive, earlier stage run here
+    hole_prior: Prior | None = None  # the first levels of a coarse-to-fine start (test.hole_prior)
     earlier_folder: str | None = None  # progressive, earlier estimates read from here
 
 
@@ -122,7 +123,7 @@ class RestoreRunner:
         mask = str(tcfg["mask"]) if tcfg["task"] == "inpaint" and str(tcfg["mask"]) not in ("random", "box") else None
         check_output_location(out, "-o", data={"the data folder test.data_path": tcfg["data_path"]}, keep={
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
-            "the earlier estimates": pcfg["prev_folder"],
+            "the earlier estimates": pcfg["prev_folder"], "the hole prior": tcfg["hole_prior"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
         if tcfg["compile"] not in (True, False, "auto"):
             raise HGMError(f"test.compile={tcfg['compile']!r} must be true, false or auto")
@@ -135,6 +136,11 @@ class RestoreRunner:
         prior = load_prior(ckpt_path, self.device, options, requested, cfg)
         adopt_model_keys(cfg, prior.cfg)  # the run's config.yml records the prior it ran with
         r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas), [], out)
+        if tcfg["hole_prior"]:
+            if tcfg["hole_sigma_start"] is None:
+                raise HGMError("test.hole_prior needs test.hole_sigma_start (the σ the hole prior starts at)")
+            r.hole_prior = load_prior(tcfg["hole_prior"], self.device, options)
+            evaluations(prior, SamplerSettings.from_config(tcfg), r.hole_prior)  # its levels fit, or an error now
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
                 raise HGMError("progressive restoration needs exactly one of test.progressive.prev_doc "
@@ -157,10 +163,18 @@ class RestoreRunner:
 
     def restore_all(self, r: Restoration) -> None:
         tcfg, s = self.tcfg, r.settings
-        n_eval = s.evaluations(r.prior.sigmas)
+        n_eval = evaluations(r.prior, s, r.hole_prior)
         tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
-        holes = s.hole_level(sig)
+        if r.hole_prior is None:
+            holes = "" if s.hole_sigma_start is None else (
+                f", holes farther than {s.hole_distance} px from the measurement from level {s.hole_level(sig)} "
+                f"(σ {float(sig[s.hole_level(sig)]):.3g})")
+        else:
+            coarse, hs = s.hole_stages(sig)[0], r.hole_prior.sigmas
+            holes = (f", holes farther than {s.hole_distance} px from the measurement first with the hole prior "
+                     f"(step {r.hole_prior.step}), its levels {coarse.hole_level(hs)}..{coarse.stop_level(hs) - 1} "
+                     f"(σ {float(hs[coarse.hole_level(hs)]):.3g} → {float(hs[coarse.stop_level(hs) - 1]):.3g})")
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
                  "%d evaluations per image%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
@@ -170,8 +184,7 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
                  "" if s.noise_start_ratio is None or not self.tcfg["noise_sigma"] else
                  f" (with a noisy measurement: from the level nearest {s.noise_start_ratio:g}× its σ)",
-                 "" if holes is None else f", holes farther than {s.hole_distance} px from the measurement "
-                 f"from level {holes} (σ {float(sig[holes]):.3g})",
+                 holes,
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)
         has_gt = not tcfg["degraded_input"]
@@ -302,5 +315,5 @@ class RestoreRunner:
             with level_bar(item.stem) as bar:
                 result = restore_image(r.prior, yd, md, r.settings, earlier, progress=bar,
                                        callback=self.trace_callback(r, item, traces), stats=stats,
-                                       noise_sigma=noise)
+                                       noise_sigma=noise, hole_prior=r.hole_prior)
         return result[0].cpu(), cost

@@ -85,7 +85,7 @@ Consistency = Callable[[torch.Tensor, float], torch.Tensor]
 
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, settings: Schedule, *,
                       consistency: Consistency | None = None, earlier: torch.Tensor | None = None,
-                      held: tuple[int, Consistency] | None = None,
+                      held: tuple[int, Consistency] | None = None, stop_level: int | None = None,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
                       divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
@@ -100,7 +100,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     held = (level, c): before that level, c replaces `consistency` (a coarse-to-fine start holds
     the pixels near the measurement at a classical estimate while the holes' insides anneal from
     higher noise; sampling.restore_image).
-    start_level > 0 skips the levels before it (a good initial state needs no large noise).
+    start_level > 0 skips the levels before it (a good initial state needs no large noise);
+    stop_level ends the run before that level (a first stage whose result another prior refines).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie), which removes the
     sampler's leftover noise. temperature scales the injected noise (1: Langevin dynamics; < 1
     samples a sharpened density, moving the result towards a mode of the posterior).
@@ -113,13 +114,16 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     start = settings.start_level
     if not 0 <= start < len(sigmas):
         raise ValueError(f"start level {start} is outside the {len(sigmas)} noise levels")
+    stop = len(sigmas) if stop_level is None else stop_level
+    if not start < stop <= len(sigmas):
+        raise ValueError(f"stop level {stop} is not after the start level {start} and within the {len(sigmas)} levels")
     rule = UPDATE_RULES[settings.update]
     etas = step_sizes(sigmas, settings.step_lr)
     x = (held_consistency if start < release else consistency)(x, etas[start])
     read_at = x
     b = x.shape[0]
     step = 0
-    for i in range(start, len(sigmas)):
+    for i in range(start, stop):
         sigma, eta = float(sigmas[i]), etas[i]
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
         noise_scale = settings.temperature * math.sqrt(2.0 * eta)

@@ -118,10 +118,19 @@ def tiled_score(prior: Prior, settings: SamplerSettings, padded: tuple[int, int]
                       batch=settings.tiles_per_pass())
 
 
+def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | None = None) -> int:
+    """Network evaluations per image (or patch) of `restore_image` with these priors (noise-free start)."""
+    if hole_prior is None or settings.hole_sigma_start is None:
+        return settings.evaluations(prior.sigmas)
+    coarse, fine = settings.hole_stages(prior.sigmas)
+    return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
+
+
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
-                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
+                  stats: dict | None = None, noise_sigma: float | torch.Tensor = 0.0,
+                  hole_prior: Prior | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
     """Restore one image (1×3×H×W measurement y, mask 1×3×H×W) with `prior`.
 
     Sizes the transform or the network cannot take are padded (the padding is
@@ -144,10 +153,23 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     `settings.noise_start_ratio`: with a noisy measurement, the first level follows its noise
     (`SamplerSettings.for_noise`). `settings.hole_sigma_start`: a coarse-to-fine start
     (`held_consistency`): sampling begins at that level, the pixels near the measurement held at the
-    initial estimate until the start level.
+    initial estimate until the start level. `hole_prior`: those first levels are sampled with this
+    prior instead (one trained for large noise; `SamplerSettings.hole_stages`), its result the start
+    of `prior`'s levels. `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
     """
-    t = prior.transform
     settings = settings.for_noise(noise_sigma)
+    if hole_prior is not None:
+        if settings.hole_sigma_start is None:
+            raise HGMError("a hole prior (test.hole_prior) needs test.hole_sigma_start: the σ its levels start at")
+        coarse, fine = settings.hole_stages(prior.sigmas)
+        first: dict = {}
+        init = restore_image(hole_prior, y, mask, coarse, progress=progress, stats=first, noise_sigma=noise_sigma,
+                             init=init)
+        out = restore_image(prior, y, mask, fine, earlier, progress, callback, stats, noise_sigma, init=init)
+        if stats is not None:
+            stats["nfe"] += first["nfe"]
+        return out
+    t = prior.transform
     evaluations = settings.evaluations(prior.sigmas)
     hole_level = settings.hole_level(prior.sigmas)
     settings = settings.for_levels(prior.sigmas).with_tiles_for(prior.training_crop)
@@ -157,7 +179,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     h, w = y.shape[-2:]
     if not settings.patch_size:
         check_size(t, h, w, prior.size_multiple)
-    init = initial_image(settings.init, y, mask)
+    stop = settings.stop_level(prior.sigmas)
+    init = initial_image(settings.init, y, mask) if init is None else init
     stack = torch.cat([y, mask, init] + ([earlier] if earlier is not None else []), dim=1)
     tiles, layout = _tiles(stack, settings, prior.size_multiple, t.name)
     ys, ms, inits = tiles[:, :3], tiles[:, 3:6], tiles[:, 6:9]
@@ -169,14 +192,14 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
-    steps = (len(prior.sigmas) - settings.start_level) * settings.n_steps_each
+    steps = (stop - settings.start_level) * settings.n_steps_each
     if layout is None and settings.tile_size and max(h, w) > settings.tile_size:
         score_fn = tiled_score(prior, settings, ys.shape[-2:], progress)
         total, step_bar = len(score_fn) * (steps + int(settings.denoise)), None  # the tiles move the bar
     else:
         score_fn, total, step_bar = prior.score, -(-ys.shape[0] // chunk) * steps, progress
-    if progress is not None:
-        progress.total = total
+    if progress is not None:  # an earlier stage may have moved the bar
+        progress.total = progress.n + total
         progress.refresh()
     noisy = is_noisy(noise_sigma)
     outs = []
@@ -188,7 +211,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
             release, held_consistency(mk, yk, inits[k:k + chunk], settings.hole_distance, t, noise_sigma))
         earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
         xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
-                               consistency=consistency, earlier=earlier_k, held=held, on_step=on_step)
+                               consistency=consistency, earlier=earlier_k, held=held, stop_level=stop,
+                               on_step=on_step)
         outs.append(t.inverse(xk))
     out = torch.cat(outs, dim=0)
     out = from_patches(out, layout) if layout is not None else out[..., :h, :w]

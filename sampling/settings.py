@@ -49,11 +49,12 @@ class SamplerSettings:
     hole_sigma_start: float | None = None
     hole_distance: int = 4
     noise_start_ratio: float | None = None
+    sigma_stop: float | None = None  # not a test.* key: a first stage ends above the level nearest this σ
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
         """The settings of a test.* section, checked; resolved for `sigmas` when given."""
-        keys = [f.name for f in dataclasses.fields(cls) if f.name != "earlier_weight"]
+        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("earlier_weight", "sigma_stop")]
         settings = cls(**{k: tcfg[k] for k in keys}, earlier_weight=tcfg["progressive"]["weight"])
         settings.validate()
         return settings if sigmas is None else settings.for_levels(sigmas)
@@ -139,11 +140,28 @@ class SamplerSettings:
                            f"the start level {start}, σ {float(sigmas[start]):.3g})")
         return level
 
+    def stop_level(self, sigmas: torch.Tensor) -> int:
+        """The level a run ends before: the one nearest sigma_stop, or past the last."""
+        return len(sigmas) if self.sigma_stop is None else nearest_level(sigmas, self.sigma_stop)
+
     def evaluations(self, sigmas: torch.Tensor) -> int:
         """Network evaluations per image (or patch) with a prior of these noise levels."""
         s = self.for_levels(sigmas)
         first = s.start_level if self.hole_sigma_start is None else self.hole_level(sigmas)
-        return nfe(len(sigmas) - first, s.n_steps_each, s.denoise)
+        return nfe(self.stop_level(sigmas) - first, s.n_steps_each, s.denoise)
+
+    def hole_stages(self, sigmas: torch.Tensor) -> tuple[SamplerSettings, SamplerSettings]:
+        """A coarse-to-fine start with a second prior (test.hole_prior, made for large noise) as two
+        runs, for a main prior with these noise levels: first the holes' insides from hole_sigma_start
+        down to the start level, the pixels near the measurement held (`hole_level`), no final
+        denoising; then the whole image from the start level, begun at the first run's result.
+        Both in the σ form (step_scale, sigma_start), so each prior reads them on its own levels."""
+        main = self.for_levels(sigmas)
+        start = float(sigmas[main.start_level])
+        common = dict(step_lr=None, step_scale=main.step_lr / float(sigmas[-1]) ** 2, start_level=None,
+                      sigma_start=start, noise_start_ratio=None)
+        return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False),
+                dataclasses.replace(self, **common, hole_sigma_start=None))
 
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
         """These settings with another step size (the paper's form) and step count (None keeps the current one)."""

@@ -11,9 +11,9 @@ from runners.config import load_config
 CHANNELS = {"identity": 3, "channel_copy": 6, "pixel_scale": 12}
 
 
-def write_prior(path, transform="pixel_scale", seed=0):
-    """An untrained tiny.yml prior (a checkpoint dict) at `path`; returns the path."""
-    cfg = load_config("tiny.yml", {"data.transform": transform})
+def write_prior(path, transform="pixel_scale", seed=0, sets=None):
+    """An untrained tiny.yml prior (a checkpoint dict) at `path`, with `sets` (flat keys) changed; returns the path."""
+    cfg = load_config("tiny.yml", {"data.transform": transform, **(sets or {})})
     m = cfg["model"]
     torch.manual_seed(seed)
     model = CondRefineNetDilated(CHANNELS[transform], m["ngf"], m["num_classes"])

@@ -256,6 +256,43 @@ def test_coarse_to_fine_start_frees_only_the_inside_of_the_hole_before_the_start
     assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
 
 
+def test_a_hole_prior_samples_the_first_levels_and_the_main_prior_the_rest():
+    """hole_prior: the hole prior (levels to σ 1, its own transform) runs from hole_sigma_start
+    down to the main start σ with the ring held, without a final denoising step; the main prior
+    (levels to σ 0.1 only) then starts from that result at its start level, the same step scale."""
+    torch.manual_seed(6)
+    h, w = 24, 24
+    gt = torch.rand(1, 3, h, w)
+    mask = box_mask(h, w, 12)[None]
+    hole = FakePrior(make_transform("pixel_scale"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
+    main = FakePrior(make_transform("identity"), sigmas=(0.1, 0.05, 0.025))
+    calls, seen = [], []
+    hole._score = lambda x, lab: calls.append(("hole", int(lab[0]), x.shape[1])) or (0.3 - x)
+    main._score = lambda x, lab: calls.append(("main", int(lab[0]), x.shape[1])) or seen.append(x.clone()) or (0.3 - x)
+    settings = replace(SETTINGS, init="biharmonic", step_lr=None, step_scale=0.4, sigma_start=0.1,
+                       hole_sigma_start=1.0, n_steps_each=2, denoise=True, temperature=0.0)
+    stats = {}
+    out = restore_image(main, gt * mask, mask, settings, stats=stats, hole_prior=hole)
+    assert calls == [("hole", i, 12) for i in (0, 0, 1, 1, 2, 2)] + [("main", i, 3) for i in (0, 0, 1, 1, 2, 2, 2)]
+    from sampling.restore_image import evaluations
+    assert stats["nfe"] == evaluations(main, settings, hole) == 13
+    coarse, fine = settings.hole_stages(main.sigmas)
+    assert coarse.for_levels(hole.sigmas).step_lr == pytest.approx(0.4 * 0.05 ** 2)  # η = 0.4·σ² on both
+    assert fine.for_levels(main.sigmas).step_lr == pytest.approx(0.4 * 0.025 ** 2)
+    assert not coarse.denoise and fine.hole_sigma_start is None
+    from classical import run_baseline
+    init = run_baseline("biharmonic", (gt * mask)[0], mask[0])[None]
+    inside = torch.zeros(1, 3, h, w, dtype=torch.bool)
+    inside[..., 10:14, 10:14] = True
+    ring = (mask < 0.5) & ~inside
+    start = seen[0]  # where the main prior began (temperature 0: the score is read at the iterate)
+    assert torch.allclose(start[ring], init[ring], atol=1e-5)  # held through the hole prior's levels
+    assert not torch.allclose(start[inside], init[inside], atol=1e-3)  # moved by the hole prior
+    assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
+    with pytest.raises(Exception, match="hole_sigma_start"):
+        restore_image(main, gt * mask, mask, replace(settings, hole_sigma_start=None), hole_prior=hole)
+
+
 def test_coarse_to_fine_start_must_begin_above_the_start_level():
     from datasets.errors import HGMError
     settings = replace(SETTINGS, sigma_start=0.5, hole_sigma_start=0.5)
