@@ -22,7 +22,7 @@ from datasets.errors import HGMError
 from datasets.files import DiskFull, FolderLock, check_output_location, prepare_output
 from datasets.image_files import save_image
 from datasets.inputs import RestoreInput, load_inputs, read_earlier_estimate
-from datasets.noise import noise_level, parse_noise_sigma
+from datasets.noise import NOISE_AUTO, noise_level, parse_noise_sigma
 from evaluation.metrics import psnr
 from evaluation.report import (
     NOT_RESTORED,
@@ -163,6 +163,9 @@ class RestoreRunner:
 
     def restore_all(self, r: Restoration) -> None:
         tcfg, s = self.tcfg, r.settings
+        noise = parse_noise_sigma(tcfg["noise_sigma"])
+        if noise != NOISE_AUTO and noise > 0:  # the start level and evaluations the images will have
+            s = s.for_noise(noise / 255).for_levels(r.prior.sigmas)
         n_eval = evaluations(r.prior, s, r.hole_prior)
         tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
@@ -182,8 +185,9 @@ class RestoreRunner:
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
-                 "" if s.noise_start_ratio is None or not self.tcfg["noise_sigma"] else
-                 f" (with a noisy measurement: from the level nearest {s.noise_start_ratio:g}× its σ)",
+                 "" if s.noise_start_ratio is None or not noise else
+                 f" (the first level nearest {s.noise_start_ratio:g}× the measurement's noise"
+                 + (", per image)" if noise == NOISE_AUTO else ")"),
                  holes,
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
                  and not s.patch_size else "", r.out)

@@ -172,8 +172,10 @@ def test_a_noisy_run_adds_seeded_noise_and_auto_estimates_it_from_degraded_input
         out = tmp_path / f"ratio{ratio}"
         assert restore(out, f"test.data_path={data}", "test.noise_sigma=10", f"test.noise_start_ratio={ratio}") == 0
         rows = {r["image"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
-        assert int(float(rows["im0"]["nfe"])) == len(sigmas) - nearest_level(sigmas, ratio * 10 / 255)
-    assert f"from the level nearest {ratio}× its σ" in hgm_log.text
+        n_eval = len(sigmas) - nearest_level(sigmas, ratio * 10 / 255)
+        assert int(float(rows["im0"]["nfe"])) == n_eval
+        assert f"{n_eval} evaluations per image (the first level nearest {ratio}× the measurement's noise)" \
+            in hgm_log.text  # the run log says what the images will take
     assert restore(tmp_path / "bad", f"test.data_path={data}", "test.noise_sigma=auto") != 0
     assert "test.noise_sigma=auto" in capsys.readouterr().err
     mosaics = tmp_path / "mosaics"
