@@ -161,16 +161,18 @@ def test_a_network_that_fails_to_compile_runs_uncompiled_with_the_same_results(t
 
 def test_a_hole_prior_fills_the_holes_first_and_its_evaluations_are_counted(tmp_path, hgm_log, capsys):
     hole = write_prior(tmp_path / "hole.pth", "identity", seed=1, sets={"model.sigma_begin": 1.0})
-    sets = ["test.step_lr=null", "test.step_scale=0.4", "test.sigma_start=0.1", "test.init=biharmonic",
+    main = write_prior(tmp_path / "main.pth", sets={"model.sigma_begin": 0.2})  # levels that never reach σ 1
+    sets = ["test.step_lr=null", "test.step_scale=0.4", "test.sigma_start=0.2", "test.init=biharmonic",
             "test.task=inpaint", "test.mask=box", "test.box_size=12", "test.denoise=false"]
-    rc, out = restore(tmp_path, *sets, f"test.hole_prior={hole}", "test.hole_sigma_start=1.0",
+    rc, out = restore(tmp_path, *sets, f"test.checkpoint={main}", f"test.hole_prior={hole}", "test.hole_sigma_start=1.0",
+                      "test.compile=auto",
                       runner="restore", extra=["--doc", "x"])
     assert rc == 0
     with open(os.path.join(out, "metrics.csv")) as f:
         rows = [r for r in csv.DictReader(f) if r["image"] in ("im0", "im1")]
-    # the hole prior (σ 1 … 0.01, tiny.yml) from σ 1 down to its level nearest 0.1 (levels 0..3), then the main
-    # prior (the same levels) from that level (4..9), one step each
-    assert [int(r["nfe"]) for r in rows] == [4 + 6, 4 + 6]
+    # as the preset: the hole prior (σ 1 … 0.01) from σ 1 down to its level nearest 0.2 (levels 0..2, σ 1 … 0.359),
+    # then all 10 levels of the main prior (σ 0.2 … 0.01), one step each
+    assert [int(r["nfe"]) for r in rows] == [3 + 10, 3 + 10]
     assert "hole prior" in hgm_log.text
     rc, _ = restore(tmp_path, *sets, f"test.hole_prior={hole}", runner="restore", out="out2", extra=["--doc", "x"])
     assert rc != 0 and "test.hole_prior needs test.hole_sigma_start" in capsys.readouterr().err
