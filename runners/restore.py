@@ -153,7 +153,8 @@ class RestoreRunner:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         r.items = load_inputs(tcfg)
         if tcfg["compile"] == "auto":
-            if compile_pays([tuple(item.y.shape[-2:]) for item in r.items], evaluations(prior, r.settings, r.hole_prior)):
+            sizes = [tuple(item.y.shape[-2:]) for item in r.items]
+            if compile_pays(sizes, evaluations(prior, r.settings, r.hole_prior)):
                 prior.compile()
                 log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
         if r.earlier_folder:

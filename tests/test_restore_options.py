@@ -164,9 +164,8 @@ def test_a_hole_prior_fills_the_holes_first_and_its_evaluations_are_counted(tmp_
     main = write_prior(tmp_path / "main.pth", sets={"model.sigma_begin": 0.2})  # levels that never reach σ 1
     sets = ["test.step_lr=null", "test.step_scale=0.4", "test.sigma_start=0.2", "test.init=biharmonic",
             "test.task=inpaint", "test.mask=box", "test.box_size=12", "test.denoise=false"]
-    rc, out = restore(tmp_path, *sets, f"test.checkpoint={main}", f"test.hole_prior={hole}", "test.hole_sigma_start=1.0",
-                      "test.compile=auto",
-                      runner="restore", extra=["--doc", "x"])
+    rc, out = restore(tmp_path, *sets, f"test.checkpoint={main}", f"test.hole_prior={hole}",
+                      "test.hole_sigma_start=1.0", "test.compile=auto", runner="restore", extra=["--doc", "x"])
     assert rc == 0
     with open(os.path.join(out, "metrics.csv")) as f:
         rows = [r for r in csv.DictReader(f) if r["image"] in ("im0", "im1")]
