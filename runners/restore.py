@@ -8,6 +8,7 @@ write the PNG, and report the metrics of the PNG as written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -170,6 +171,7 @@ class RestoreRunner:
         n_eval = evaluations(r.prior, s, r.hole_prior)
         tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
+        plain = dataclasses.replace(s, hole_sigma_start=None).evaluations(sig)
         if r.hole_prior is None:
             holes = "" if s.hole_sigma_start is None else (
                 f", holes farther than {s.hole_distance} px from the measurement from level {s.hole_level(sig)} "
@@ -179,6 +181,8 @@ class RestoreRunner:
             holes = (f", holes farther than {s.hole_distance} px from the measurement first with the hole prior "
                      f"(step {r.hole_prior.step}), its levels {coarse.hole_level(hs)}..{coarse.stop_level(hs) - 1} "
                      f"(σ {float(hs[coarse.hole_level(hs)]):.3g} → {float(hs[coarse.stop_level(hs) - 1]):.3g})")
+        if s.hole_sigma_start is not None:
+            holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
                  "%d evaluations per image%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,

@@ -54,6 +54,12 @@ def near_measurement(mask: torch.Tensor, distance: int) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(measured, 2 * distance + 1, stride=1, padding=distance)
 
 
+def has_holes(mask: torch.Tensor, distance: int) -> bool:
+    """Whether any pixel lies farther than `distance` from every measured pixel (random masks,
+    mosaics and thin strokes have none: a coarse-to-fine start would hold every pixel)."""
+    return bool((near_measurement(mask, distance) < 0.5).any())
+
+
 def held_consistency(mask: torch.Tensor, y: torch.Tensor, init: torch.Tensor, distance: int, transform: Transform,
                      noise_sigma: float | torch.Tensor):
     """Data consistency for the first levels of a coarse-to-fine start: the measurement kept as
@@ -153,14 +159,17 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     `settings.noise_start_ratio`: with a noisy measurement, the first level follows its noise
     (`SamplerSettings.for_noise`). `settings.hole_sigma_start`: a coarse-to-fine start
     (`held_consistency`): sampling begins at that level, the pixels near the measurement held at the
-    initial estimate until the start level. `hole_prior`: those first levels are sampled with this
+    initial estimate until the start level; a mask without such holes (`has_holes`) starts at the start
+    level as without the option. `hole_prior`: those first levels are sampled with this
     prior instead (one trained for large noise; `SamplerSettings.hole_stages`), its result the start
     of `prior`'s levels. `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
     """
     settings = settings.for_noise(noise_sigma)
+    if hole_prior is not None and settings.hole_sigma_start is None:
+        raise HGMError("a hole prior (test.hole_prior) needs test.hole_sigma_start: the σ its levels start at")
+    if settings.hole_sigma_start is not None and not has_holes(mask, settings.hole_distance):
+        settings, hole_prior = dataclasses.replace(settings, hole_sigma_start=None), None  # nothing to start early
     if hole_prior is not None:
-        if settings.hole_sigma_start is None:
-            raise HGMError("a hole prior (test.hole_prior) needs test.hole_sigma_start: the σ its levels start at")
         coarse, fine = settings.hole_stages(prior.sigmas)
         first: dict = {}
         init = restore_image(hole_prior, y, mask, coarse, progress=progress, stats=first, noise_sigma=noise_sigma,

@@ -293,6 +293,26 @@ def test_a_hole_prior_samples_the_first_levels_and_the_main_prior_the_rest():
         restore_image(main, gt * mask, mask, replace(settings, hole_sigma_start=None), hole_prior=hole)
 
 
+def test_a_mask_without_holes_skips_the_coarse_to_fine_start():
+    """A random mask leaves no pixel farther than 4 px from a measured one: with or without a hole
+    prior, the run is the plain run from the start level (the same evaluations and result)."""
+    h, w = 24, 24
+    gt = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(7))
+    mask = random_mask(h, w, 0.5, torch.Generator().manual_seed(8))[None]
+    hole = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
+    hole._score = lambda x, lab: pytest.fail("the hole prior ran on a mask without holes")
+    main = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.1, 0.05))
+    settings = replace(SETTINGS, init="biharmonic", sigma_start=0.1, hole_sigma_start=1.0, n_steps_each=2)
+    outs, nfes = [], []
+    for s, hp in ((replace(settings, hole_sigma_start=None), None), (settings, None), (settings, hole)):
+        stats = {}
+        torch.manual_seed(9)
+        outs.append(restore_image(main, gt * mask, mask, s, stats=stats, hole_prior=hp))
+        nfes.append(stats["nfe"])
+    assert nfes == [2 * 2 + 1] * 3
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
 def test_coarse_to_fine_start_must_begin_above_the_start_level():
     from datasets.errors import HGMError
     settings = replace(SETTINGS, sigma_start=0.5, hole_sigma_start=0.5)
