@@ -17,6 +17,7 @@ installed anywhere.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ def _settings(p: LoadedPrior, task: str, config: str | None, sets: dict) -> Samp
     return SamplerSettings.from_config(_test_config(p, task, config, sets), p.prior.sigmas)
 
 
+@functools.lru_cache(maxsize=4)
+def _hole_prior(path: str, device: torch.device, bf16: bool) -> Prior:
+    return _load_prior(path, device, PriorOptions(use_ema=True, bf16=bf16))
+
+
 def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb", config: str | None = None,
             seed: int = 0, value_range=None, **sets):
     """Restore `image` for `task` ('demosaic' or 'inpaint') with prior `p`; returns the same kind.
@@ -127,11 +133,8 @@ def restore(p: LoadedPrior, image, task: str, *, mask=None, pattern: str = "rggb
     tcfg = _test_config(p, task, config, {"task": task, **sets})
     settings = SamplerSettings.from_config(tcfg, p.prior.sigmas)
     dev = p.prior.device
-    hole_prior = None
-    if tcfg["hole_prior"]:  # a preset's prior for the first levels of a coarse-to-fine start
-        if tcfg["hole_sigma_start"] is None:
-            raise HGMError("hole_prior needs hole_sigma_start (the σ the hole prior starts at)")
-        hole_prior = _load_prior(tcfg["hole_prior"], dev, PriorOptions(use_ema=True, bf16=p.prior.bf16))
+    # a preset's prior for the first levels of a coarse-to-fine start, read once per path
+    hole_prior = _hole_prior(tcfg["hole_prior"], dev, p.prior.bf16) if tcfg["hole_prior"] else None
     outs = []
     for i in range(n):
         noise = noise_level(tcfg["noise_sigma"], y[i], m[i])

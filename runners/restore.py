@@ -143,10 +143,8 @@ class RestoreRunner:
         adopt_model_keys(cfg, prior.cfg)  # the run's config.yml records the prior it ran with
         r = Restoration(prior, SamplerSettings.from_config(tcfg, prior.sigmas), [], out)
         if tcfg["hole_prior"]:
-            if tcfg["hole_sigma_start"] is None:
-                raise HGMError("test.hole_prior needs test.hole_sigma_start (the σ the hole prior starts at)")
             r.hole_prior = load_prior(tcfg["hole_prior"], self.device, options)
-            evaluations(prior, SamplerSettings.from_config(tcfg), r.hole_prior)  # its levels fit, or an error now
+        n_eval = evaluations(prior, r.settings, r.hole_prior)  # a hole prior that cannot be used: an error now
         if pcfg["enabled"]:
             if bool(pcfg["prev_doc"]) == bool(pcfg["prev_folder"]):
                 raise HGMError("progressive restoration needs exactly one of test.progressive.prev_doc "
@@ -160,8 +158,7 @@ class RestoreRunner:
         r.items = load_inputs(tcfg)
         if tcfg["compile"] == "auto":
             sizes = [tuple(item.y.shape[-2:]) for item in r.items]
-            tile = r.settings.with_tiles_for(prior.training_crop).tile_size
-            if compile_pays(sizes, evaluations(prior, r.settings, r.hole_prior), tile):
+            if compile_pays(sizes, n_eval, r.settings.with_tiles_for(prior.training_crop).tile_size):
                 prior.compile()
                 log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
         if r.earlier_folder:
@@ -179,14 +176,15 @@ class RestoreRunner:
         sig = r.prior.sigmas
         plain = dataclasses.replace(s, hole_sigma_start=None).evaluations(sig)
         if r.hole_prior is None:
-            holes = "" if s.hole_sigma_start is None else (
-                f", holes farther than {s.hole_distance} px from the measurement from level {s.hole_level(sig)} "
-                f"(σ {float(sig[s.hole_level(sig)]):.3g})")
+            first = None if s.hole_sigma_start is None else s.hole_level(sig)
+            holes = "" if first is None else (f", holes farther than {s.hole_distance} px from the measurement "
+                                              f"from level {first} (σ {float(sig[first]):.3g})")
         else:
             coarse, hs = s.hole_stages(sig)[0], r.hole_prior.sigmas
+            first, last = coarse.hole_level(hs), coarse.stop_level(hs) - 1
             holes = (f", holes farther than {s.hole_distance} px from the measurement first with the hole prior "
-                     f"(step {r.hole_prior.step}), its levels {coarse.hole_level(hs)}..{coarse.stop_level(hs) - 1} "
-                     f"(σ {float(hs[coarse.hole_level(hs)]):.3g} → {float(hs[coarse.stop_level(hs) - 1]):.3g})")
+                     f"(step {r.hole_prior.step}), its levels {first}..{last} "
+                     f"(σ {float(hs[first]):.3g} → {float(hs[last]):.3g})")
         if s.hole_sigma_start is not None:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "

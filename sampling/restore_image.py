@@ -124,9 +124,17 @@ def tiled_score(prior: Prior, settings: SamplerSettings, padded: tuple[int, int]
                       batch=settings.tiles_per_pass())
 
 
+def check_hole_prior(settings: SamplerSettings, hole_prior: Prior | None) -> None:
+    """A hole prior samples the levels from hole_sigma_start on: without that σ it has nothing to do."""
+    if hole_prior is not None and settings.hole_sigma_start is None:
+        raise HGMError("test.hole_prior needs test.hole_sigma_start (the σ the hole prior starts at)")
+
+
 def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | None = None) -> int:
-    """Network evaluations per image (or patch) of `restore_image` with these priors (noise-free start)."""
-    if hole_prior is None or settings.hole_sigma_start is None:
+    """Network evaluations per image (or patch) of `restore_image` with these priors (noise-free start);
+    an error if the hole prior cannot be used with these settings."""
+    check_hole_prior(settings, hole_prior)
+    if hole_prior is None:
         return settings.evaluations(prior.sigmas)
     coarse, fine = settings.hole_stages(prior.sigmas)
     return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
@@ -165,8 +173,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     of `prior`'s levels. `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
     """
     settings = settings.for_noise(noise_sigma)
-    if hole_prior is not None and settings.hole_sigma_start is None:
-        raise HGMError("a hole prior (test.hole_prior) needs test.hole_sigma_start: the σ its levels start at")
+    check_hole_prior(settings, hole_prior)
     if settings.hole_sigma_start is not None and not has_holes(mask, settings.hole_distance):
         settings, hole_prior = dataclasses.replace(settings, hole_sigma_start=None), None  # nothing to start early
     if hole_prior is not None:
