@@ -189,10 +189,11 @@ class RestoreRunner:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
-                 "%d evaluations per image%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
+                 "%d evaluations per image%s%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
                  r.prior.transform.channels, r.prior.step, s.start_level, len(sig) - 1, len(sig),
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
+                 f" (the mean of {s.n_samples} samples)" if s.n_samples > 1 else "",
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
                  "" if s.noise_start_ratio is None or not noise else
                  f" (the first level nearest {s.noise_start_ratio:g}× the measurement's noise"

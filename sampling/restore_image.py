@@ -140,6 +140,29 @@ def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | Non
     return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
 
 
+def mean_of_samples(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
+                    earlier: torch.Tensor | None, progress: tqdm | None, callback: Callable | None,
+                    stats: dict | None, noise_sigma: float | torch.Tensor, hole_prior: Prior | None,
+                    init: torch.Tensor | None) -> torch.Tensor:
+    """The mean of settings.n_samples restorations of one image, each with its own noise (`restore_image`'s
+    arguments): an estimate of the posterior mean, the estimate that minimises the expected squared error,
+    where one sample carries the posterior's whole spread in what the measurement leaves open. A classical
+    start is computed once; the callback sees each sample's steps in turn. `stats`: the evaluations of
+    all samples, and the largest out-of-range fraction of any."""
+    one = dataclasses.replace(settings, n_samples=1)
+    if init is None and one.init in CLASSICAL_INITS:
+        init = initial_image(one.init, y, mask)
+    total, nfe, strays = torch.zeros_like(y), 0, 0.0
+    for _ in range(settings.n_samples):
+        part: dict = {}
+        total += restore_image(prior, y, mask, one, earlier, progress, callback, part, noise_sigma, hole_prior, init)
+        nfe, strays = nfe + part["nfe"], max(strays, part["out_of_range"])
+    if stats is not None:
+        stats.update(nfe=nfe, out_of_range=strays)
+    mean = total / settings.n_samples
+    return mean if is_noisy(noise_sigma) else MaskedObservation(mask).project(mean, y)
+
+
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                   earlier: torch.Tensor | None = None, progress: tqdm | None = None,
                   callback: Callable[[int, torch.Tensor, tuple[int, int] | None], None] | None = None,
@@ -171,9 +194,13 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     level as without the option. `hole_prior`: those first levels are sampled with this
     prior instead (one trained for large noise; `SamplerSettings.hole_stages`), its result the start
     of `prior`'s levels. `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
+    `settings.n_samples` > 1: the mean of that many restorations (`mean_of_samples`).
     """
     settings = settings.for_noise(noise_sigma)
     check_hole_prior(settings, hole_prior)
+    if settings.n_samples > 1:
+        return mean_of_samples(prior, y, mask, settings, earlier, progress, callback, stats, noise_sigma,
+                               hole_prior, init)
     if settings.hole_sigma_start is not None and not has_holes(mask, settings.hole_distance):
         settings, hole_prior = dataclasses.replace(settings, hole_sigma_start=None), None  # nothing to start early
     if hole_prior is not None:

@@ -49,6 +49,7 @@ class SamplerSettings:
     hole_sigma_start: float | None = None
     hole_distance: int = 4
     noise_start_ratio: float | None = None
+    n_samples: int = 1
     sigma_stop: float | None = None  # not a test.* key: a first stage ends above the level nearest this σ
 
     @classmethod
@@ -75,6 +76,7 @@ class SamplerSettings:
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
             (self.noise_start_ratio is None or self.noise_start_ratio > 0,
              f"test.noise_start_ratio={self.noise_start_ratio} (must be > 0, or null)"),
+            (self.n_samples >= 1, f"test.n_samples={self.n_samples} (must be >= 1)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
              "test.sigma_start (one must be set)"),
@@ -145,10 +147,10 @@ class SamplerSettings:
         return len(sigmas) if self.sigma_stop is None else nearest_level(sigmas, self.sigma_stop)
 
     def evaluations(self, sigmas: torch.Tensor) -> int:
-        """Network evaluations per image (or patch) with a prior of these noise levels."""
+        """Network evaluations per image (or patch) with a prior of these noise levels (all n_samples)."""
         s = self.for_levels(sigmas)
         first = s.start_level if self.hole_sigma_start is None else self.hole_level(sigmas)
-        return nfe(self.stop_level(sigmas) - first, s.n_steps_each, s.denoise)
+        return self.n_samples * nfe(self.stop_level(sigmas) - first, s.n_steps_each, s.denoise)
 
     def hole_stages(self, sigmas: torch.Tensor) -> tuple[SamplerSettings, SamplerSettings]:
         """A coarse-to-fine start with a second prior (test.hole_prior, made for large noise) as two

@@ -177,3 +177,15 @@ def test_a_hole_prior_fills_the_holes_first_and_its_evaluations_are_counted(tmp_
     assert "hole prior" in hgm_log.text
     rc, _ = restore(tmp_path, *sets, f"test.hole_prior={hole}", runner="restore", out="out2", extra=["--doc", "x"])
     assert rc != 0 and "test.hole_prior needs test.hole_sigma_start" in capsys.readouterr().err
+
+
+def test_the_mean_of_samples_is_written_and_its_evaluations_counted(tmp_path, hgm_log):
+    rows = {}
+    for n in (1, 3):
+        rc, out = restore(tmp_path, f"test.n_samples={n}", "test.task=inpaint", "test.mask=random",
+                          runner="restore", out=f"out{n}", extra=["--doc", "x"])
+        assert rc == 0
+        with open(os.path.join(out, "metrics.csv")) as f:
+            rows[n] = [r for r in csv.DictReader(f) if r["image"] in ("im0", "im1")]
+    assert [int(r["nfe"]) for r in rows[3]] == [3 * int(r["nfe"]) for r in rows[1]]
+    assert "(the mean of 3 samples)" in hgm_log.text
