@@ -32,6 +32,7 @@ NULLABLE = {
     "test.hole_sigma_start": float,
     "test.hole_prior": str,
     "test.noise_start_ratio": float,
+    "test.noise_step_total": float,
     "test.image_size": int,
     "test.patch_size": int,
     "test.patch_batch": int,

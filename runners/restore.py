@@ -197,6 +197,7 @@ class RestoreRunner:
                  " (progressive)" if tcfg["progressive"]["enabled"] else "",
                  "" if s.noise_start_ratio is None or not noise else
                  f" (the first level nearest {s.noise_start_ratio:g}× the measurement's noise"
+                 + ("" if s.noise_step_total is None else f", the step scale making {s.noise_step_total:g} in all")
                  + (", per image)" if noise == NOISE_AUTO else ")"),
                  holes,
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile

@@ -49,13 +49,15 @@ class SamplerSettings:
     hole_sigma_start: float | None = None
     hole_distance: int = 4
     noise_start_ratio: float | None = None
+    noise_step_total: float | None = None
     n_samples: int = 1
     sigma_stop: float | None = None  # not a test.* key: a first stage ends above the level nearest this σ
+    step_total: float | None = None  # not a test.* key: noise_step_total once a measurement is noisy
 
     @classmethod
     def from_config(cls, tcfg: dict, sigmas: torch.Tensor | None = None) -> SamplerSettings:
         """The settings of a test.* section, checked; resolved for `sigmas` when given."""
-        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("earlier_weight", "sigma_stop")]
+        keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("earlier_weight", "sigma_stop", "step_total")]
         settings = cls(**{k: tcfg[k] for k in keys}, earlier_weight=tcfg["progressive"]["weight"])
         settings.validate()
         return settings if sigmas is None else settings.for_levels(sigmas)
@@ -76,6 +78,8 @@ class SamplerSettings:
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
             (self.noise_start_ratio is None or self.noise_start_ratio > 0,
              f"test.noise_start_ratio={self.noise_start_ratio} (must be > 0, or null)"),
+            (self.noise_step_total is None or self.noise_step_total > 0,
+             f"test.noise_step_total={self.noise_step_total} (must be > 0, or null)"),
             (self.n_samples >= 1, f"test.n_samples={self.n_samples} (must be >= 1)"),
             (self.n_steps_each >= 1, f"test.n_steps_each={self.n_steps_each} (must be >= 1)"),
             (self.start_level is not None or self.sigma_start is not None, "test.start_level and "
@@ -119,16 +123,28 @@ class SamplerSettings:
         start = self.start_level if self.sigma_start is None else nearest_level(sigmas, self.sigma_start)
         if not 0 <= start < n:
             raise HGMError(f"bad setting test.start_level={start} (this prior has {n} noise levels: 0..{n - 1})")
-        return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None)
+        if self.step_total is not None:  # the steps of the levels run add up to step_total (in units η_i/σ_i²)
+            runs = max(1, self.stop_level(sigmas) - start) * self.n_steps_each
+            step_lr = self.step_total / runs * float(sigmas[-1]) ** 2
+        return dataclasses.replace(self, step_lr=step_lr, start_level=start, step_scale=None, sigma_start=None,
+                                   step_total=None)
 
     def for_noise(self, noise_sigma: float | torch.Tensor) -> SamplerSettings:
         """These settings for a measurement with this noise ([0, 1] scale; one value or one per
         channel, the largest counts): with noise_start_ratio, sampling starts at the level nearest
-        that multiple of the noise, since the sampler must begin above the noise it removes."""
+        that multiple of the noise, since the sampler must begin above the noise it removes; with
+        noise_step_total, the step scale is such that the levels run take that many units
+        Σ η_i/σ_i² in all (levels × n_steps_each × step_scale): the more levels the noise asks for,
+        the shorter each one."""
         noise = float(torch.as_tensor(noise_sigma).max())
-        if self.noise_start_ratio is None or noise <= 0:
+        if noise <= 0:
             return self
-        return dataclasses.replace(self, sigma_start=self.noise_start_ratio * noise)
+        out = self
+        if self.noise_start_ratio is not None:
+            out = dataclasses.replace(out, sigma_start=self.noise_start_ratio * noise)
+        if self.noise_step_total is not None:
+            out = dataclasses.replace(out, step_total=self.noise_step_total)
+        return out
 
     def hole_level(self, sigmas: torch.Tensor) -> int | None:
         """The level a coarse-to-fine start begins at (test.hole_sigma_start), or None without one.
@@ -161,7 +177,7 @@ class SamplerSettings:
         main = self.for_levels(sigmas)
         start = float(sigmas[main.start_level])
         common = dict(step_lr=None, step_scale=main.step_lr / float(sigmas[-1]) ** 2, start_level=None,
-                      sigma_start=start, noise_start_ratio=None)
+                      sigma_start=start, noise_start_ratio=None, noise_step_total=None, step_total=None)
         return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False),
                 dataclasses.replace(self, **common, hole_sigma_start=None))
 

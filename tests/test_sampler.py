@@ -340,6 +340,22 @@ def test_the_first_level_follows_the_noise_with_a_noise_start_ratio():
         assert stats["nfe"] == n
 
 
+def test_the_step_follows_the_noise_with_a_noise_step_total():
+    """The levels a noisy measurement runs (from the one its noise picks) add up to noise_step_total
+    units η_i/σ_i²; without noise, step_scale applies as given."""
+    sigmas = torch.tensor([0.2, 0.1328, 0.0882, 0.0586, 0.0389, 0.0258, 0.0171, 0.0114, 0.0075, 0.005])
+    settings = SamplerSettings(step_lr=None, step_scale=0.4, n_steps_each=3, sigma_start=0.039,
+                               noise_start_ratio=2.25, noise_step_total=6.0)
+    assert settings.for_noise(0.0).for_levels(sigmas).step_lr == pytest.approx(0.4 * 0.005 ** 2)
+    for noise, levels in ((5 / 255, 6), (10 / 255, 8), (15 / 255, 9)):
+        s = settings.for_noise(noise).for_levels(sigmas)
+        assert len(sigmas) - s.start_level == levels
+        scale = s.step_lr / 0.005 ** 2
+        assert levels * 3 * scale == pytest.approx(6.0)
+    assert replace(settings, noise_step_total=None).for_noise(10 / 255).for_levels(sigmas).step_lr == \
+        pytest.approx(0.4 * 0.005 ** 2)
+
+
 def test_near_measurement_is_a_chessboard_distance():
     from sampling.restore_image import near_measurement
     mask = torch.zeros(1, 3, 9, 9)
@@ -364,6 +380,7 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"hole_distance": 0}, "test.hole_distance"),
                                           ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"n_samples": 0}, "test.n_samples"),
+                                          ({"noise_step_total": 0.0}, "test.noise_step_total"),
                                           ({"patch_size": 16, "patch_stride": 32}, "test.patch_stride")])
 def test_sampler_settings_are_checked(setting, word):
     from datasets.errors import HGMError
