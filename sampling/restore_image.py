@@ -140,6 +140,16 @@ def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | Non
     return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
 
 
+def final_image(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                noise_sigma: float | torch.Tensor) -> torch.Tensor:
+    """The restored image as returned: clipped to [0, 1] and, for a noiseless measurement, equal to it
+    on every measured sample (patch overlaps and the mean of samples are exact for identical values,
+    but this makes it a guarantee). A noisy measurement is not put back: the sampler's last step
+    weighed it, and reinserting it would put the noise back."""
+    out = out.clamp(0, 1)
+    return out if is_noisy(noise_sigma) else MaskedObservation(mask).project(out, y)
+
+
 def mean_of_samples(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
                     earlier: torch.Tensor | None, progress: tqdm | None, callback: Callable | None,
                     stats: dict | None, noise_sigma: float | torch.Tensor, hole_prior: Prior | None,
@@ -159,8 +169,7 @@ def mean_of_samples(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings:
         nfe, strays = nfe + part["nfe"], max(strays, part["out_of_range"])
     if stats is not None:
         stats.update(nfe=nfe, out_of_range=strays)
-    mean = total / settings.n_samples
-    return mean if is_noisy(noise_sigma) else MaskedObservation(mask).project(mean, y)
+    return final_image(total / settings.n_samples, y, mask, noise_sigma)
 
 
 def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
@@ -244,7 +253,6 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     if progress is not None:  # an earlier stage may have moved the bar
         progress.total = progress.n + total
         progress.refresh()
-    noisy = is_noisy(noise_sigma)
     outs = []
     for k in range(0, ys.shape[0], chunk):
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]
@@ -262,8 +270,4 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     if stats is not None:
         stats["out_of_range"] = out_of_range_fraction(out, mask)
         stats["nfe"] = evaluations
-    if noisy:  # the sampler's last step weighed the measurement; reinserting it would put the noise back
-        return out.clamp(0, 1)
-    # clip, then enforce the measurement once more: overlap averaging is exact
-    # for identical values, but this makes it a guarantee
-    return MaskedObservation(mask).project(out.clamp(0, 1), y)
+    return final_image(out, y, mask, noise_sigma)
