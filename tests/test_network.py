@@ -88,3 +88,12 @@ def test_network_runs_under_bf16_autocast_close_to_fp32():
             half = net(x, y).float()
     assert torch.isfinite(half).all()
     assert (half - full).norm() < 0.05 * full.norm()
+
+
+def test_first_convolution_reads_the_input_in_fp32_under_bf16_autocast():
+    net = CondRefineNetDilated(12, 8, 4).eval()
+    seen = []
+    net.begin_conv.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.rand(1, 12, 8, 8), torch.tensor([3]))
+    assert seen == [(torch.float32, torch.float32)]
