@@ -27,6 +27,10 @@ class Identity:
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def flip(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """The lifted tensor of the image flipped along `dims` (-1: left–right, -2: up–down)."""
+        return x.flip(dims)
+
 
 class ChannelCopy:
     """RGB -> RGB...RGB (k copies; k=2 gives the paper's 6-channel RGBRGB).
@@ -50,6 +54,10 @@ class ChannelCopy:
         b, _, h, w = x.shape
         return x.reshape(b, self.k, 3, h, w).mean(dim=1)
 
+    def flip(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """The lifted tensor of the image flipped along `dims` (the copies flip alike)."""
+        return x.flip(dims)
+
 
 class PixelScale:
     """2×2 space-to-depth ("pool"): H×W×3 -> H/2×W/2×12 (factor f: 3f² channels)."""
@@ -70,6 +78,10 @@ class PixelScale:
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(x, self.f)
+
+    def flip(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """The lifted tensor of the image flipped along `dims`: the blocks flip and so do the pixels in each."""
+        return self.forward(self.inverse(x).flip(dims))
 
 
 Transform = Identity | ChannelCopy | PixelScale

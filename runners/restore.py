@@ -189,7 +189,7 @@ class RestoreRunner:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
                  "(σ %.3g → %.3g) × %d steps, step η = %.3g·σ² (step_lr %g), temperature %g, update %s, "
-                 "%d evaluations per image%s%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
+                 "%d evaluations per image%s%s%s%s%s%s -> %s", len(r.items), tcfg["task"], r.prior.transform.name,
                  r.prior.transform.channels, r.prior.step, s.start_level, len(sig) - 1, len(sig),
                  float(sig[s.start_level]), float(sig[-1]), s.n_steps_each, s.step_lr / float(sig[-1]) ** 2,
                  s.step_lr, s.temperature, s.update, n_eval,
@@ -201,7 +201,8 @@ class RestoreRunner:
                  + (", per image)" if noise == NOISE_AUTO else ")"),
                  holes,
                  f", the network's view in tiles of {tile} px sharing {s.tile_overlap}" if tile
-                 and not s.patch_size else "", r.out)
+                 and not s.patch_size else "",
+                 ", each evaluation on the next of the image's four flips" if s.flips else "", r.out)
         has_gt = not tcfg["degraded_input"]
         if has_gt:
             log.info("metrics: PSNR on the 0–255 scale over the three channels, SSIM with data range 1, of each "

@@ -16,6 +16,7 @@ from sampling.langevin import annealed_langevin
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
 from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
+from sampling.flips import FlippedScore
 from sampling.tiles import TiledScore
 
 
@@ -250,6 +251,8 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         total, step_bar = len(score_fn) * (steps + int(settings.denoise)), None  # the tiles move the bar
     else:
         score_fn, total, step_bar = prior.score, -(-ys.shape[0] // chunk) * steps, progress
+    if settings.flips:
+        score_fn = FlippedScore(score_fn, t)
     if progress is not None:  # an earlier stage may have moved the bar
         progress.total = progress.n + total
         progress.refresh()

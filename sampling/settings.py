@@ -51,6 +51,7 @@ class SamplerSettings:
     noise_start_ratio: float | None = None
     noise_step_total: float | None = None
     n_samples: int = 1
+    flips: bool = False
     sigma_stop: float | None = None  # not a test.* key: a first stage ends above the level nearest this σ
     step_total: float | None = None  # not a test.* key: noise_step_total once a measurement is noisy
 
