@@ -156,6 +156,9 @@ class RestoreRunner:
         elif pcfg["prev_doc"] or pcfg["prev_folder"]:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         r.items = load_inputs(tcfg)
+        if r.settings.flips and not prior.trained_on_flips:
+            log.warning("test.flips: this prior was trained without flips (data.augment false); its scores on "
+                        "flipped images may be worse than on the image itself (test.flips=false reads it as it is)")
         if tcfg["compile"] == "auto":
             sizes = [tuple(item.y.shape[-2:]) for item in r.items]
             if compile_pays(sizes, n_eval, r.settings.with_tiles_for(prior.training_crop).tile_size):

@@ -42,6 +42,8 @@ class Prior:
         self.device, self.bf16, self.channels_last = device, options.bf16, options.channels_last
         self.step = int(ckpt.get("step", -1))
         self.training_crop = training_crop(ckpt)
+        # trained on flipped crops (data.augment, the default): test.flips reads it on flips it has seen
+        self.trained_on_flips = bool(((ckpt.get("config") or {}).get("data") or {}).get("augment", True))
         self.net = self.model
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -189,3 +189,25 @@ def test_the_mean_of_samples_is_written_and_its_evaluations_counted(tmp_path, hg
             rows[n] = [r for r in csv.DictReader(f) if r["image"] in ("im0", "im1")]
     assert [int(r["nfe"]) for r in rows[3]] == [3 * int(r["nfe"]) for r in rows[1]]
     assert "(the mean of 3 samples)" in hgm_log.text
+
+
+def test_flips_are_said_in_the_log_and_cost_no_evaluations(tmp_path, hgm_log):
+    nfe = {}
+    for flips in ("false", "true"):
+        rc, out = restore(tmp_path, f"test.flips={flips}", runner="restore", out=f"out_{flips}", extra=["--doc", "x"])
+        assert rc == 0
+        with open(os.path.join(out, "metrics.csv")) as f:
+            nfe[flips] = [r["nfe"] for r in csv.DictReader(f) if r["image"] != "mean"]
+    assert nfe["true"] == nfe["false"]
+    assert "each evaluation on the next of the image's four flips" in hgm_log.text
+    assert "trained without flips" not in hgm_log.text
+
+
+def test_flips_with_a_prior_trained_without_them_are_warned_about(tmp_path, hgm_log):
+    data = write_images(tmp_path / "images")
+    prior = write_prior(tmp_path / "prior.pth", sets={"data.augment": False})
+    rc = hgm_main.main(["--runner", "restore", "--config", "tiny.yml", "--test", "-o", str(tmp_path / "out"),
+                        "--doc", "x", "--set", f"test.data_path={data}", f"test.checkpoint={prior}", *FAST,
+                        "test.flips=true"])
+    assert rc == 0
+    assert "trained without flips" in hgm_log.text
