@@ -12,11 +12,11 @@ from tqdm import tqdm
 from datasets.errors import HGMError
 from datasets.transforms import Transform
 from sampling.consistency import MaskedObservation, in_lifted_space, is_noisy
+from sampling.flips import FlippedScore
 from sampling.langevin import annealed_langevin
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
 from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
-from sampling.flips import FlippedScore
 from sampling.tiles import TiledScore
 
 

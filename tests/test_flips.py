@@ -3,12 +3,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_sampler import SETTINGS, FakePrior
 
 from datasets.masks import bayer_mask, random_mask
 from datasets.transforms import make_transform
 from sampling import restore_image
 from sampling.flips import FLIPS, FlippedScore
-from test_sampler import SETTINGS, FakePrior
 
 TRANSFORMS = ["identity", "channel_copy", "pixel_scale"]
 
