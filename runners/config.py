@@ -48,6 +48,7 @@ NULLABLE = {
 # Keys with a non-null default that also take another type: the types a value may have.
 UNION = {
     "test.compile": (bool, str),  # true / false, or "auto" (runners.restore.compile_pays decides)
+    "test.bf16": (bool, str),  # true / false, or "auto" (sampling.prior.native_bf16 decides)
     "test.tile_size": (int, str),  # pixels, 0 (never tile), or "auto" (from the prior's training crops)
 }
 

@@ -131,13 +131,17 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"], "the hole prior": tcfg["hole_prior"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
-        if tcfg["compile"] not in (True, False, "auto"):
-            raise HGMError(f"test.compile={tcfg['compile']!r} must be true, false or auto")
+        for key in ("compile", "bf16"):
+            if tcfg[key] not in (True, False, "auto"):
+                raise HGMError(f"test.{key}={tcfg[key]!r} must be true, false or auto")
         if tcfg["output_bits"] not in (8, 16):
             raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
         parse_noise_sigma(tcfg["noise_sigma"])
         SamplerSettings.from_config(tcfg)  # settings errors before the checkpoint is read
-        options = PriorOptions.from_config(tcfg)
+        options = PriorOptions.from_config(tcfg, self.device)
+        if tcfg["bf16"] == "auto":
+            log.info("test.bf16 auto: %s", "bf16 autocast (this device computes in bf16 natively)" if options.bf16
+                     else "fp32 (this device has no native bf16 arithmetic)")
         requested = {k: v for k, v in self.explicit.items() if k in MODEL_KEYS}
         prior = load_prior(ckpt_path, self.device, options, requested, cfg)
         adopt_model_keys(cfg, prior.cfg)  # the run's config.yml records the prior it ran with

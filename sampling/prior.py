@@ -23,9 +23,24 @@ class PriorOptions:
     channels_last: bool = False
 
     @classmethod
-    def from_config(cls, tcfg: dict) -> PriorOptions:
-        """test.compile "auto" loads the prior uncompiled: the run calls Prior.compile() if it pays."""
-        return cls(tcfg["use_ema"], tcfg["bf16"], tcfg["compile"] is True, tcfg["channels_last"])
+    def from_config(cls, tcfg: dict, device: torch.device | None = None) -> PriorOptions:
+        """test.compile "auto" loads the prior uncompiled: the run calls Prior.compile() if it pays.
+        test.bf16 "auto": bf16 autocast where `device` computes in bf16 natively (`native_bf16`)."""
+        bf16 = tcfg["bf16"]
+        if bf16 == "auto":
+            bf16 = native_bf16(device or torch.device("cpu"))
+        return cls(tcfg["use_ema"], bf16 is True, tcfg["compile"] is True, tcfg["channels_last"])
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has bf16 arithmetic in hardware: a GPU that supports it, or a CPU with AVX-512 BF16
+    or AMX (elsewhere bf16 is emulated, and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
 
 
 class Prior:

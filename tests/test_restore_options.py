@@ -211,3 +211,24 @@ def test_flips_with_a_prior_trained_without_them_are_warned_about(tmp_path, hgm_
                         "test.flips=true"])
     assert rc == 0
     assert "trained without flips" in hgm_log.text
+
+
+def test_bf16_auto_follows_the_hardware(monkeypatch):
+    from sampling.prior import PriorOptions, native_bf16
+    tcfg = {"use_ema": True, "bf16": "auto", "compile": False, "channels_last": False}
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert native_bf16(torch.device("cpu")) is expected
+        assert PriorOptions.from_config(tcfg, torch.device("cpu")).bf16 is expected
+    assert PriorOptions.from_config({**tcfg, "bf16": True}).bf16 is True
+    assert PriorOptions.from_config({**tcfg, "bf16": False}).bf16 is False
+    assert native_bf16(torch.device("meta")) is False
+
+
+def test_bf16_takes_true_false_or_auto_and_says_what_auto_chose(tmp_path, capsys, hgm_log):
+    assert restore(tmp_path, "test.bf16=auto", out="out_auto")[0] == 0
+    assert "test.bf16 auto: " in hgm_log.text
+    capsys.readouterr()
+    rc, _ = restore(tmp_path, "test.bf16=sometimes", out="out_bad")
+    assert rc == 1 and "test.bf16='sometimes' must be true, false or auto" in capsys.readouterr().err
