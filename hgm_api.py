@@ -53,6 +53,7 @@ from models.checkpoint import resolve_checkpoint_path
 from runners.config import load_config
 from sampling import Prior, PriorOptions, SamplerSettings, restore_image
 from sampling import load_prior as _load_prior
+from sampling.prior import native_bf16
 
 __all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
 
@@ -76,16 +77,19 @@ class LoadedPrior:
 
 
 def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "cpu",
-               bf16: bool = False) -> LoadedPrior:
+               bf16: bool | str = "auto") -> LoadedPrior:
     """A bundled prior by name (cpu_12ch_64, the recommended one; cpu_6ch, cpu_3ch) or any
     checkpoint or exported prior by path. Whichever way it is named, it restores with the
-    recommended presets (configs/demosaic.yml, configs/inpaint.yml)."""
+    recommended presets (configs/demosaic.yml, configs/inpaint.yml). `bf16`: autocast, or "auto"
+    (as the presets: where the device computes in bf16 natively)."""
     bundled = name_or_path in BUNDLED
     path = os.path.join(PRETRAINED, name_or_path + ".pth") if bundled else name_or_path
     if not os.path.isfile(resolve_checkpoint_path(path)):
         raise HGMError(f"no prior {name_or_path!r}: neither a bundled name ({', '.join(BUNDLED)}) nor a file")
     device = torch.device(device)
-    prior = _load_prior(path, device, PriorOptions(use_ema=True, bf16=bf16))
+    if bf16 not in (True, False, "auto"):
+        raise HGMError(f"bf16={bf16!r} must be True, False or 'auto'")
+    prior = _load_prior(path, device, PriorOptions(use_ema=True, bf16=native_bf16(device) if bf16 == "auto" else bf16))
     return LoadedPrior(prior, prior.cfg, os.path.splitext(os.path.basename(path))[0], dict(PRESETS))
 
 
