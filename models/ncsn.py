@@ -65,13 +65,13 @@ class _ExpELU(torch.autograd.Function):
 
 
 class ELU(nn.Module):
-    """ELU (alpha 1) written as max(x, e^min(x,0) − 1), the same function since e^x − 1 ≥ x.
-    On CPU, torch's expm1 (which nn.ELU uses) runs about 10× slower than its exp: this form made
-    the network's forward pass 1.6× faster on the development machine, equal to nn.ELU within
-    float rounding (about 1e-7 absolute, tests/test_model.py)."""
+    """ELU (alpha 1), on CPU written as max(x, e^min(x,0) − 1), the same function since e^x − 1 ≥ x:
+    torch's CPU expm1 (which F.elu uses) runs about 10× slower than its exp, and this form made the
+    activations 5.5× faster (docs/studies.md, Speed), equal to F.elu within float rounding (about 1e-7
+    absolute, tests/test_network.py). Other devices keep F.elu, one pass over memory instead of four."""
 
     def forward(self, x):
-        return _ExpELU.apply(x)
+        return _ExpELU.apply(x) if x.device.type == "cpu" else F.elu(x)
 
 
 def conv3x3(cin, cout, bias=True, dilation=1):
