@@ -42,20 +42,16 @@ from sampling.restore_image import evaluations, schedule_failed
 log = logging.getLogger("hgm")
 
 # test.compile: auto compiles when the images of the commonest shape need at least this many
-# megapixel-evaluations (images × megapixels × NFE), and the network sees whole images. Measured on 2 CPU
-# cores (scripts/speed_presets.py) with whole images: compilation takes about 100–130 s per shape and
-# saves about a third to a half of the time, so it repays itself after 50–100 megapixel-evaluations
-# (the demo: 6); in tiles of 64 px it saved nothing (0.94×), so tiled runs are not compiled.
+# megapixel-evaluations (images × megapixels × NFE). Measured on 2 CPU cores (scripts/speed_presets.py,
+# docs/results.md, Speed): compilation takes about 80–130 s per shape (with tiles, per shape of a pass of
+# tiles: one per image size) and then saves about a fifth to a half of the time, so it repays itself after
+# 50–150 megapixel-evaluations (the demo: 6; Kodak24 demosaicking: 186).
 COMPILE_PAYS_FROM = 150
 
 
-def compile_pays(shapes: list[tuple[int, int]], n_eval: int, tile_size: int | None = None) -> bool:
-    """Whether torch.compile repays its compilation on a run of images of these (H, W) shapes.
-    Never when the network sees tiles of `tile_size` pixels: with the presets' 64-px tiles it was
-    measured no faster than eager (0.94×; docs/results.md, Speed)."""
+def compile_pays(shapes: list[tuple[int, int]], n_eval: int) -> bool:
+    """Whether torch.compile repays its compilation on a run of images of these (H, W) shapes."""
     if not shapes:
-        return False
-    if tile_size and any(max(shape) > tile_size for shape in shapes):
         return False
     (h, w), count = Counter(shapes).most_common(1)[0]
     return count * h * w / 1e6 * n_eval >= COMPILE_PAYS_FROM
@@ -165,7 +161,7 @@ class RestoreRunner:
                         "flipped images may be worse than on the image itself (test.flips=false reads it as it is)")
         if tcfg["compile"] == "auto":
             sizes = [tuple(item.y.shape[-2:]) for item in r.items]
-            if compile_pays(sizes, n_eval, r.settings.with_tiles_for(prior.training_crop).tile_size):
+            if compile_pays(sizes, n_eval):
                 prior.compile()
                 log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
         if r.earlier_folder:

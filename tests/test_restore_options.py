@@ -136,8 +136,6 @@ def test_compile_auto_compiles_only_runs_long_enough_to_repay_it():
     assert compile_pays([(500, 500)] * 24, 31)  # Kodak24 demosaicking: 186
     assert not compile_pays([(500, 500)] * 12 + [(500, 499)] * 12, 31)  # compiled per shape: 93 each
     assert not compile_pays([], 31)
-    assert not compile_pays([(500, 500)] * 24, 31, tile_size=64)  # tiles: measured no faster compiled
-    assert compile_pays([(500, 500)] * 24, 31, tile_size=1024)  # one tile covers each image
 
 
 def test_compile_takes_true_false_or_auto(tmp_path, capsys):
