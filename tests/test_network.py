@@ -25,10 +25,15 @@ def test_elu_gradient_is_analytic():
     assert torch.allclose(x.grad, expected, atol=1e-6)
 
 
-def test_network_matches_torch_elu_network():
+def tiny_network_and_input():
+    """An untrained 12-channel network (ngf 8, 4 levels) and a 2×12×16×16 input, both seeded."""
     torch.manual_seed(0)
-    net = CondRefineNetDilated(12, 8, 4).eval()
-    x, y = torch.rand(2, 12, 16, 16), torch.tensor([0, 3])
+    return CondRefineNetDilated(12, 8, 4).eval(), torch.rand(2, 12, 16, 16)
+
+
+def test_network_matches_torch_elu_network():
+    net, x = tiny_network_and_input()
+    y = torch.tensor([0, 3])
     with torch.no_grad():
         ours = net(x, y)
         for m in net.modules():
@@ -79,9 +84,8 @@ def test_box_mean_equals_average_pooling_in_any_layout():
 
 
 def test_network_runs_under_bf16_autocast_close_to_fp32():
-    torch.manual_seed(0)
-    net = CondRefineNetDilated(12, 8, 4).eval()
-    x, y = torch.rand(2, 12, 16, 16), torch.tensor([1, 2])
+    net, x = tiny_network_and_input()
+    y = torch.tensor([1, 2])
     with torch.no_grad():
         full = net(x, y)
         with torch.autocast("cpu", dtype=torch.bfloat16):
