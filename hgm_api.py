@@ -53,7 +53,7 @@ from models.checkpoint import resolve_checkpoint_path
 from runners.config import load_config
 from sampling import Prior, PriorOptions, SamplerSettings, restore_image
 from sampling import load_prior as _load_prior
-from sampling.prior import native_bf16
+from sampling.prior import resolve_bf16
 
 __all__ = ["BUNDLED", "HGMError", "LoadedPrior", "demosaic", "inpaint", "load_prior", "metrics", "restore"]
 
@@ -87,9 +87,7 @@ def load_prior(name_or_path: str = "cpu_12ch_64", device: str | torch.device = "
     if not os.path.isfile(resolve_checkpoint_path(path)):
         raise HGMError(f"no prior {name_or_path!r}: neither a bundled name ({', '.join(BUNDLED)}) nor a file")
     device = torch.device(device)
-    if bf16 not in (True, False, "auto"):
-        raise HGMError(f"bf16={bf16!r} must be True, False or 'auto'")
-    prior = _load_prior(path, device, PriorOptions(use_ema=True, bf16=native_bf16(device) if bf16 == "auto" else bf16))
+    prior = _load_prior(path, device, PriorOptions(use_ema=True, bf16=resolve_bf16(bf16, device)))
     return LoadedPrior(prior, prior.cfg, os.path.splitext(os.path.basename(path))[0], dict(PRESETS))
 
 

@@ -127,9 +127,8 @@ class RestoreRunner:
             "the run folder": args.run, "the checkpoint": ckpt_path, "the mask": mask,
             "the earlier estimates": pcfg["prev_folder"], "the hole prior": tcfg["hole_prior"],
             "the earlier stage's run": pcfg["prev_doc"] and os.path.join(args.run, "logs", pcfg["prev_doc"])})
-        for key in ("compile", "bf16"):
-            if tcfg[key] not in (True, False, "auto"):
-                raise HGMError(f"test.{key}={tcfg[key]!r} must be true, false or auto")
+        if tcfg["compile"] not in (True, False, "auto"):
+            raise HGMError(f"test.compile={tcfg['compile']!r} must be true, false or auto")
         if tcfg["output_bits"] not in (8, 16):
             raise HGMError(f"test.output_bits={tcfg['output_bits']} must be 8 or 16")
         parse_noise_sigma(tcfg["noise_sigma"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from datasets.errors import HGMError
 from datasets.transforms import Transform, transform_from_config
 from models.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
 from models.ncsn import build_model
@@ -26,10 +27,17 @@ class PriorOptions:
     def from_config(cls, tcfg: dict, device: torch.device | None = None) -> PriorOptions:
         """test.compile "auto" loads the prior uncompiled: the run calls Prior.compile() if it pays.
         test.bf16 "auto": bf16 autocast where `device` computes in bf16 natively (`native_bf16`)."""
-        bf16 = tcfg["bf16"]
-        if bf16 == "auto":
-            bf16 = native_bf16(device or torch.device("cpu"))
-        return cls(tcfg["use_ema"], bf16 is True, tcfg["compile"] is True, tcfg["channels_last"])
+        bf16 = resolve_bf16(tcfg["bf16"], device or torch.device("cpu"), "test.bf16")
+        return cls(tcfg["use_ema"], bf16, tcfg["compile"] is True, tcfg["channels_last"])
+
+
+def resolve_bf16(value: bool | str, device: torch.device, name: str = "bf16") -> bool:
+    """A bf16 setting (true, false or "auto") as a yes or no for `device`; `name` says it in the error."""
+    if value == "auto":
+        return native_bf16(device)
+    if value is True or value is False:
+        return value
+    raise HGMError(f"{name}={value!r} must be true, false or auto")
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -4,10 +4,12 @@ and the compare/ panels of every restoration."""
 import csv
 import os
 
+import pytest
 import torch
 from PIL import Image
 
 import main as hgm_main
+from datasets.errors import HGMError
 from datasets.inputs import load_inputs
 from runners.config import load_config
 from scripts import run_baseline
@@ -212,7 +214,7 @@ def test_flips_with_a_prior_trained_without_them_are_warned_about(tmp_path, hgm_
 
 
 def test_bf16_auto_follows_the_hardware(monkeypatch):
-    from sampling.prior import PriorOptions, native_bf16
+    from sampling.prior import PriorOptions, native_bf16, resolve_bf16
     tcfg = {"use_ema": True, "bf16": "auto", "compile": False, "channels_last": False}
     for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
@@ -222,6 +224,8 @@ def test_bf16_auto_follows_the_hardware(monkeypatch):
     assert PriorOptions.from_config({**tcfg, "bf16": True}).bf16 is True
     assert PriorOptions.from_config({**tcfg, "bf16": False}).bf16 is False
     assert native_bf16(torch.device("meta")) is False
+    with pytest.raises(HGMError, match="bf16='sometimes' must be true, false or auto"):
+        resolve_bf16("sometimes", torch.device("cpu"))
 
 
 def test_bf16_takes_true_false_or_auto_and_says_what_auto_chose(tmp_path, capsys, hgm_log):
