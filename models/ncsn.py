@@ -35,7 +35,9 @@ class CondInstanceNorm2dPlus(nn.Module):
         self.embed.weight.data[:, 2 * num_features:].zero_()
 
     def forward(self, x, y):
-        means = x.mean(dim=(2, 3))
+        # statistics in float32 whatever the activations' dtype: under bf16 autocast the channel
+        # means, rounded to bf16, lose their spread when it is small next to their common offset
+        means = x.mean(dim=(2, 3), dtype=torch.float32)
         m = means.mean(dim=-1, keepdim=True)
         v = means.var(dim=-1, keepdim=True)
         means = (means - m) / torch.sqrt(v + 1e-5)

@@ -101,3 +101,16 @@ def test_first_convolution_reads_the_input_in_fp32_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         net(torch.rand(1, 12, 8, 8), torch.tensor([3]))
     assert seen == [(torch.float32, torch.float32)]
+
+
+def test_instance_norm_plus_takes_its_statistics_in_float32_from_bf16_activations():
+    """bf16 activations with a large common offset and a small spread of channel means: the
+    standardised means (and so the output) must come from float32 statistics, not bf16-rounded ones."""
+    torch.manual_seed(0)
+    norm = CondInstanceNorm2dPlus(16, 2)
+    norm.embed.weight.data.normal_()
+    x = (torch.randn(2, 16, 12, 12) * 0.5 + 40 + 0.05 * torch.randn(2, 16, 1, 1)).bfloat16()
+    y = torch.tensor([0, 1])
+    reference = instance_norm_plus(norm, x.float(), y)
+    ours = norm(x, y).float()
+    assert (ours - reference).norm() < 0.02 * reference.norm()
