@@ -83,9 +83,18 @@ class Schedule(Protocol):
 Consistency = Callable[[torch.Tensor, float], torch.Tensor]
 
 
+class HeldStart(NamedTuple):
+    """The first levels of a coarse-to-fine start: before `level`, `consistency` replaces the sampler's
+    (it holds the pixels near the measurement at a classical estimate while the holes' insides anneal
+    from higher noise; sampling.restore_image), with `n_steps_each` steps per level."""
+    level: int
+    consistency: Consistency
+    n_steps_each: int
+
+
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, settings: Schedule, *,
                       consistency: Consistency | None = None, earlier: torch.Tensor | None = None,
-                      held: tuple[int, Consistency] | None = None, stop_level: int | None = None,
+                      held: HeldStart | None = None, stop_level: int | None = None,
                       on_step: Callable[[int, torch.Tensor], None] | None = None,
                       divergence_limit: float = 1e4) -> torch.Tensor:
     """Run the annealed sampler and return the final iterate (lifted space).
@@ -97,9 +106,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     η = σ_L² (the Tweedie step is a gradient step of that size); None: no measurement.
     earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
     −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
-    held = (level, c): before that level, c replaces `consistency` (a coarse-to-fine start holds
-    the pixels near the measurement at a classical estimate while the holes' insides anneal from
-    higher noise; sampling.restore_image).
+    held: a coarse-to-fine start (`HeldStart`): before its level, its consistency and step count.
     start_level > 0 skips the levels before it (a good initial state needs no large noise);
     stop_level ends the run before that level (a first stage whose result another prior refines).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie), which removes the
@@ -108,7 +115,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     on_step(step, x): called after every step (traces, progress bars).
     """
     consistency = consistency or (lambda v, eta: v)
-    release, held_consistency = held if held is not None else (0, consistency)
+    release, held_consistency, held_steps = held if held is not None else (0, consistency, 0)
     if settings.update not in UPDATE_RULES:
         raise ValueError(f"unknown update {settings.update!r} ({' | '.join(UPDATE_RULES)})")
     start = settings.start_level
@@ -127,8 +134,8 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
         sigma, eta = float(sigmas[i]), etas[i]
         labels = torch.full((b,), i, dtype=torch.long, device=x.device)
         noise_scale = settings.temperature * math.sqrt(2.0 * eta)
-        consistent = held_consistency if i < release else consistency
-        for _ in range(settings.n_steps_each):
+        consistent, n_steps = (held_consistency, held_steps) if i < release else (consistency, settings.n_steps_each)
+        for _ in range(n_steps):
             x = rule.step(score_fn, x, read_at, labels, eta, noise_scale)
             if earlier is not None:
                 x = x - (settings.earlier_weight * eta / sigma ** 2) * (x - earlier)

@@ -13,7 +13,7 @@ from datasets.errors import HGMError
 from datasets.transforms import Transform
 from sampling.consistency import MaskedObservation, in_lifted_space, is_noisy
 from sampling.flips import FlippedScore
-from sampling.langevin import annealed_langevin
+from sampling.langevin import HeldStart, annealed_langevin
 from sampling.patches import from_patches, pad_to_multiple, to_patches
 from sampling.prior import Prior
 from sampling.settings import CLASSICAL_INITS, INITS, SamplerSettings
@@ -245,7 +245,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
-    steps = (stop - settings.start_level) * settings.n_steps_each
+    steps = (stop - release) * settings.n_steps_each + (release - settings.start_level) * settings.hole_steps_each()
     if layout is None and settings.tile_size and max(h, w) > settings.tile_size:
         score_fn = tiled_score(prior, settings, ys.shape[-2:], progress)
         total, step_bar = len(score_fn) * (steps + int(settings.denoise)), None  # the tiles move the bar
@@ -261,8 +261,9 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         yk, mk = ys[k:k + chunk], ms[k:k + chunk]
         on_step = _step_hook(step_bar, callback, None if layout is None else (k, k + yk.shape[0]))
         consistency = in_lifted_space(MaskedObservation(mk), yk, t, noise_sigma)
-        held = None if hole_level is None else (
-            release, held_consistency(mk, yk, inits[k:k + chunk], settings.hole_distance, t, noise_sigma))
+        held = None if hole_level is None else HeldStart(
+            release, held_consistency(mk, yk, inits[k:k + chunk], settings.hole_distance, t, noise_sigma),
+            settings.hole_steps_each())
         earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
         xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
                                consistency=consistency, earlier=earlier_k, held=held, stop_level=stop,

@@ -48,6 +48,7 @@ class SamplerSettings:
     tile_batch: int | None = None
     hole_sigma_start: float | None = None
     hole_distance: int = 4
+    hole_n_steps_each: int | None = None
     noise_start_ratio: float | None = None
     noise_step_total: float | None = None
     n_samples: int = 1
@@ -77,6 +78,8 @@ class SamplerSettings:
             (self.hole_sigma_start is None or self.hole_sigma_start > 0,
              f"test.hole_sigma_start={self.hole_sigma_start} (must be > 0, or null)"),
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
+            (self.hole_n_steps_each is None or self.hole_n_steps_each >= 1,
+             f"test.hole_n_steps_each={self.hole_n_steps_each} (must be >= 1, or null: n_steps_each)"),
             (self.noise_start_ratio is None or self.noise_start_ratio > 0,
              f"test.noise_start_ratio={self.noise_start_ratio} (must be > 0, or null)"),
             (self.noise_step_total is None or self.noise_step_total > 0,
@@ -166,8 +169,10 @@ class SamplerSettings:
     def evaluations(self, sigmas: torch.Tensor) -> int:
         """Network evaluations per image (or patch) with a prior of these noise levels (all n_samples)."""
         s = self.for_levels(sigmas)
-        first = s.start_level if self.hole_sigma_start is None else self.hole_level(sigmas)
-        return self.n_samples * nfe(self.stop_level(sigmas) - first, s.n_steps_each, s.denoise)
+        one = nfe(self.stop_level(sigmas) - s.start_level, s.n_steps_each, s.denoise)
+        if self.hole_sigma_start is not None:
+            one += (s.start_level - self.hole_level(sigmas)) * self.hole_steps_each()
+        return self.n_samples * one
 
     def hole_stages(self, sigmas: torch.Tensor) -> tuple[SamplerSettings, SamplerSettings]:
         """A coarse-to-fine start with a second prior (test.hole_prior, made for large noise) as two
@@ -179,8 +184,13 @@ class SamplerSettings:
         start = float(sigmas[main.start_level])
         common = dict(step_lr=None, step_scale=main.step_lr / float(sigmas[-1]) ** 2, start_level=None,
                       sigma_start=start, noise_start_ratio=None, noise_step_total=None, step_total=None)
-        return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False),
-                dataclasses.replace(self, **common, hole_sigma_start=None))
+        return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False,
+                                    n_steps_each=self.hole_steps_each(), hole_n_steps_each=None),
+                dataclasses.replace(self, **common, hole_sigma_start=None, hole_n_steps_each=None))
+
+    def hole_steps_each(self) -> int:
+        """Steps per level while only the holes' insides move (hole_n_steps_each, or n_steps_each)."""
+        return self.hole_n_steps_each or self.n_steps_each
 
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
         """These settings with another step size (the paper's form) and step count (None keeps the current one)."""

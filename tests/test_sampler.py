@@ -293,6 +293,33 @@ def test_a_hole_prior_samples_the_first_levels_and_the_main_prior_the_rest():
         restore_image(main, gt * mask, mask, replace(settings, hole_sigma_start=None), hole_prior=hole)
 
 
+def test_the_holes_levels_take_their_own_number_of_steps():
+    """hole_n_steps_each: the levels where only the holes' insides move run that many steps (with one
+    prior or with a hole prior); the rest keep n_steps_each; the evaluations counted are those run."""
+    h, w = 24, 24
+    gt = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(8))
+    mask = box_mask(h, w, 12)[None]
+    prior = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.1, 0.05))
+    labels = []
+    prior._score = lambda x, lab: labels.append(int(lab[0])) or (0.3 - x)
+    settings = replace(SETTINGS, init="biharmonic", sigma_start=0.1, hole_sigma_start=1.0, denoise=True,
+                       n_steps_each=2, hole_n_steps_each=3, step_lr=1e-3)
+    stats = {}
+    restore_image(prior, gt * mask, mask, settings, stats=stats)
+    assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert stats["nfe"] == settings.evaluations(prior.sigmas) == len(labels)
+    hole = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
+    main = FakePrior(make_transform("identity"), sigmas=(0.1, 0.05))
+    calls = []
+    hole._score = lambda x, lab: calls.append(("hole", int(lab[0]))) or (0.3 - x)
+    main._score = lambda x, lab: calls.append(("main", int(lab[0]))) or (0.3 - x)
+    stats = {}
+    restore_image(main, gt * mask, mask, replace(settings, hole_n_steps_each=4), stats=stats, hole_prior=hole)
+    assert calls == [("hole", i) for i in (0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2)] + [("main", i) for i in (0, 0, 1, 1, 1)]
+    from sampling.restore_image import evaluations
+    assert stats["nfe"] == evaluations(main, replace(settings, hole_n_steps_each=4), hole) == len(calls)
+
+
 def test_a_mask_without_holes_skips_the_coarse_to_fine_start():
     """A random mask leaves no pixel farther than 4 px from a measured one: with or without a hole
     prior, the run is the plain run from the start level (the same evaluations and result)."""
@@ -378,6 +405,7 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"sigma_start": -0.1}, "test.sigma_start"),
                                           ({"hole_sigma_start": 0.0}, "test.hole_sigma_start"),
                                           ({"hole_distance": 0}, "test.hole_distance"),
+                                          ({"hole_n_steps_each": 0}, "test.hole_n_steps_each"),
                                           ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"n_samples": 0}, "test.n_samples"),
                                           ({"noise_step_total": 0.0}, "test.noise_step_total"),
