@@ -177,18 +177,17 @@ class RestoreRunner:
         tile = s.with_tiles_for(r.prior.training_crop).tile_size  # as restore_image resolves it, per prior
         sig = r.prior.sigmas
         plain = dataclasses.replace(s, hole_sigma_start=None).evaluations(sig)
-        hole_eta = "" if s.hole_step_scale is None else f" of η = {s.hole_step_scale:g}·σ²"
         if r.hole_prior is None:
             first = None if s.hole_sigma_start is None else s.hole_level(sig)
             holes = "" if first is None else (f", holes farther than {s.hole_distance} px from the measurement "
                                               f"from level {first} (σ {float(sig[first]):.3g}) "
-                                              f"× {s.hole_steps_each()} steps{hole_eta}")
+                                              f"× {s.hole_steps_each()} steps")
         else:
             coarse, hs = s.hole_stages(sig)[0], r.hole_prior.sigmas
             first, last = coarse.hole_level(hs), coarse.stop_level(hs) - 1
             holes = (f", holes farther than {s.hole_distance} px from the measurement first with the hole prior "
                      f"(step {r.hole_prior.step}), its levels {first}..{last} "
-                     f"(σ {float(hs[first]):.3g} → {float(hs[last]):.3g}) × {s.hole_steps_each()} steps{hole_eta}")
+                     f"(σ {float(hs[first]):.3g} → {float(hs[last]):.3g}) × {s.hole_steps_each()} steps")
         if s.hole_sigma_start is not None:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "

@@ -86,12 +86,10 @@ Consistency = Callable[[torch.Tensor, float], torch.Tensor]
 class HeldStart(NamedTuple):
     """The first levels of a coarse-to-fine start: before `level`, `consistency` replaces the sampler's
     (it holds the pixels near the measurement at a classical estimate while the holes' insides anneal
-    from higher noise; sampling.restore_image), with `n_steps_each` steps per level of `step_factor`
-    times the usual size."""
+    from higher noise; sampling.restore_image), with `n_steps_each` steps per level."""
     level: int
     consistency: Consistency
     n_steps_each: int
-    step_factor: float = 1.0
 
 
 def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, settings: Schedule, *,
@@ -108,7 +106,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     η = σ_L² (the Tweedie step is a gradient step of that size); None: no measurement.
     earlier: the lifted earlier estimate (progressive strategy, paper Eq. 11); adds
     −η·λ·(x − earlier), λ = earlier_weight/σ_i² (the paper's weight is 1).
-    held: a coarse-to-fine start (`HeldStart`): before its level, its consistency, step count and size.
+    held: a coarse-to-fine start (`HeldStart`): before its level, its consistency and step count.
     start_level > 0 skips the levels before it (a good initial state needs no large noise);
     stop_level ends the run before that level (a first stage whose result another prior refines).
     denoise: one more evaluation at the last level, x ← x + σ_L² s(x) (Tweedie), which removes the
@@ -117,7 +115,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     on_step(step, x): called after every step (traces, progress bars).
     """
     consistency = consistency or (lambda v, eta: v)
-    release, held_consistency, held_steps, held_factor = held if held is not None else (0, consistency, 0, 1.0)
+    release, held_consistency, held_steps = held if held is not None else (0, consistency, 0)
     if settings.update not in UPDATE_RULES:
         raise ValueError(f"unknown update {settings.update!r} ({' | '.join(UPDATE_RULES)})")
     start = settings.start_level
@@ -127,7 +125,7 @@ def annealed_langevin(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, 
     if not start < stop <= len(sigmas):
         raise ValueError(f"stop level {stop} is not after the start level {start} and within the {len(sigmas)} levels")
     rule = UPDATE_RULES[settings.update]
-    etas = [eta * (held_factor if i < release else 1.0) for i, eta in enumerate(step_sizes(sigmas, settings.step_lr))]
+    etas = step_sizes(sigmas, settings.step_lr)
     x = (held_consistency if start < release else consistency)(x, etas[start])
     read_at = x
     b = x.shape[0]

@@ -263,7 +263,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         consistency = in_lifted_space(MaskedObservation(mk), yk, t, noise_sigma)
         held = None if hole_level is None else HeldStart(
             release, held_consistency(mk, yk, inits[k:k + chunk], settings.hole_distance, t, noise_sigma),
-            settings.hole_steps_each(), settings.hole_step_factor(prior.sigmas))
+            settings.hole_steps_each())
         earlier_k = None if earliers is None else t.forward(earliers[k:k + chunk])
         xk = annealed_langevin(score_fn, t.forward(inits[k:k + chunk]), prior.sigmas, settings,
                                consistency=consistency, earlier=earlier_k, held=held, stop_level=stop,

@@ -49,7 +49,6 @@ class SamplerSettings:
     hole_sigma_start: float | None = None
     hole_distance: int = 4
     hole_n_steps_each: int | None = None
-    hole_step_scale: float | None = None
     noise_start_ratio: float | None = None
     noise_step_total: float | None = None
     n_samples: int = 1
@@ -81,8 +80,6 @@ class SamplerSettings:
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
             (self.hole_n_steps_each is None or self.hole_n_steps_each >= 1,
              f"test.hole_n_steps_each={self.hole_n_steps_each} (must be >= 1, or null: n_steps_each)"),
-            (self.hole_step_scale is None or self.hole_step_scale > 0,
-             f"test.hole_step_scale={self.hole_step_scale} (must be > 0, or null: the step size of the rest)"),
             (self.noise_start_ratio is None or self.noise_start_ratio > 0,
              f"test.noise_start_ratio={self.noise_start_ratio} (must be > 0, or null)"),
             (self.noise_step_total is None or self.noise_step_total > 0,
@@ -187,21 +184,13 @@ class SamplerSettings:
         start = float(sigmas[main.start_level])
         common = dict(step_lr=None, step_scale=main.step_lr / float(sigmas[-1]) ** 2, start_level=None,
                       sigma_start=start, noise_start_ratio=None, noise_step_total=None, step_total=None)
-        holes = dict(hole_n_steps_each=None, hole_step_scale=None)
-        first = dict(common, step_scale=self.hole_step_scale or common["step_scale"], sigma_stop=start,
-                     denoise=False, n_steps_each=self.hole_steps_each())
-        return (dataclasses.replace(self, **first, **holes),
-                dataclasses.replace(self, **common, **holes, hole_sigma_start=None))
+        return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False,
+                                    n_steps_each=self.hole_steps_each(), hole_n_steps_each=None),
+                dataclasses.replace(self, **common, hole_sigma_start=None, hole_n_steps_each=None))
 
     def hole_steps_each(self) -> int:
         """Steps per level while only the holes' insides move (hole_n_steps_each, or n_steps_each)."""
         return self.hole_n_steps_each or self.n_steps_each
-
-    def hole_step_factor(self, sigmas: torch.Tensor) -> float:
-        """The holes' step size over the rest's (hole_step_scale against the step scale for these levels)."""
-        if self.hole_step_scale is None:
-            return 1.0
-        return self.hole_step_scale * float(sigmas[-1]) ** 2 / self.for_levels(sigmas).step_lr
 
     def with_schedule(self, step_lr: float | None, n_steps_each: int | None) -> SamplerSettings:
         """These settings with another step size (the paper's form) and step count (None keeps the current one)."""

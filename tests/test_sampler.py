@@ -320,30 +320,6 @@ def test_the_holes_levels_take_their_own_number_of_steps():
     assert stats["nfe"] == evaluations(main, replace(settings, hole_n_steps_each=4), hole) == len(calls)
 
 
-def test_the_holes_levels_take_their_own_step_size():
-    """hole_step_scale: η = hole_step_scale·σ² on the levels where only the holes' insides move. With
-    the score 0.3 − x and no injected noise, a pixel inside the hole moves as x ← x + η(0.3 − x), so
-    after those levels it is 0.3 + (start − 0.3)·Π(1 − η_i), whatever the rest's step size."""
-    h, w = 24, 24
-    gt = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(9))
-    mask = box_mask(h, w, 12)[None]
-    sigmas = (1.0, 0.5, 0.1, 0.05)
-    prior = FakePrior(make_transform("identity"), sigmas=sigmas)
-    prior._score = lambda x, lab: 0.3 - x
-    seen = []
-    settings = replace(SETTINGS, init="biharmonic", sigma_start=0.1, hole_sigma_start=1.0, denoise=False,
-                       n_steps_each=2, step_lr=None, step_scale=0.05, hole_step_scale=0.6, temperature=0.0)
-    restore_image(prior, gt * mask, mask, settings, callback=lambda step, x, part: seen.append(x.clone()))
-    from classical import run_baseline
-    start = run_baseline("biharmonic", (gt * mask)[0], mask[0])[None][..., 10:14, 10:14]
-    shrink = ((1 - 0.6 * sigmas[0] ** 2) * (1 - 0.6 * sigmas[1] ** 2)) ** 2
-    assert torch.allclose(seen[3][..., 10:14, 10:14], 0.3 + (start - 0.3) * shrink, atol=1e-5)
-    hole = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
-    coarse, fine = settings.hole_stages(prior.sigmas)
-    assert coarse.for_levels(hole.sigmas).step_lr == pytest.approx(0.6 * 0.05 ** 2)
-    assert fine.for_levels(prior.sigmas).step_lr == pytest.approx(0.05 * 0.05 ** 2)
-
-
 def test_a_mask_without_holes_skips_the_coarse_to_fine_start():
     """A random mask leaves no pixel farther than 4 px from a measured one: with or without a hole
     prior, the run is the plain run from the start level (the same evaluations and result)."""
@@ -430,7 +406,6 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"hole_sigma_start": 0.0}, "test.hole_sigma_start"),
                                           ({"hole_distance": 0}, "test.hole_distance"),
                                           ({"hole_n_steps_each": 0}, "test.hole_n_steps_each"),
-                                          ({"hole_step_scale": 0.0}, "test.hole_step_scale"),
                                           ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"n_samples": 0}, "test.n_samples"),
                                           ({"noise_step_total": 0.0}, "test.noise_step_total"),
