@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--n", type=int, default=4, help="held-out images to use")
     p.add_argument("--crop", type=int, default=128, help="centre crop of each held-out image")
+    p.add_argument("--seed", type=int, default=None, help="the restorations' random seed (default: main.py's)")
     p.add_argument("-o", "--out", required=True)
     a = p.parse_args(argv)
     for g in a.grid:
@@ -100,7 +101,8 @@ def tune(a: argparse.Namespace, d: dict) -> int:
         out = os.path.join(a.out, name)
         sets = [f"{k}={v}" for k, v in zip(keys, combo)] + a.overrides
         if not run_complete(out):  # a rerun keeps finished points and redoes unfinished ones
-            rc = hgm.main(["--runner", a.runner, "--config", a.config, "--doc", "tune", "--test", "-o", out,
+            seed = [] if a.seed is None else ["--seed", str(a.seed)]
+            rc = hgm.main(["--runner", a.runner, "--config", a.config, "--doc", "tune", "--test", "-o", out, *seed,
                            "--overwrite", "--set", f"test.data_path={images}", f"test.checkpoint={a.prior}", *sets])
             if rc == 130:  # Ctrl-C: stop here (the point's metrics.csv says it did not finish)
                 raise KeyboardInterrupt(name)
