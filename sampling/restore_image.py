@@ -245,7 +245,7 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         ms[..., :, w:] = 0
     ys = ys * ms
     chunk = settings.patch_batch or (ys.shape[0] if prior.device.type == "cuda" else 1)
-    steps = (stop - release) * settings.n_steps_each + (release - settings.start_level) * settings.hole_steps_each()
+    steps = evaluations - int(settings.denoise)  # sampler steps per chunk (n_samples is 1 here)
     if layout is None and settings.tile_size and max(h, w) > settings.tile_size:
         score_fn = tiled_score(prior, settings, ys.shape[-2:], progress)
         total, step_bar = len(score_fn) * (steps + int(settings.denoise)), None  # the tiles move the bar

@@ -185,8 +185,8 @@ class SamplerSettings:
         common = dict(step_lr=None, step_scale=main.step_lr / float(sigmas[-1]) ** 2, start_level=None,
                       sigma_start=start, noise_start_ratio=None, noise_step_total=None, step_total=None)
         return (dataclasses.replace(self, **common, sigma_stop=start, denoise=False,
-                                    n_steps_each=self.hole_steps_each(), hole_n_steps_each=None),
-                dataclasses.replace(self, **common, hole_sigma_start=None, hole_n_steps_each=None))
+                                    n_steps_each=self.hole_steps_each()),
+                dataclasses.replace(self, **common, hole_sigma_start=None))
 
     def hole_steps_each(self) -> int:
         """Steps per level while only the holes' insides move (hole_n_steps_each, or n_steps_each)."""
