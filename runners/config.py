@@ -23,6 +23,7 @@ SCHEMA_FILE = os.path.join(CONFIG_DIR, "anneal.yml")
 # Keys whose default is null: the type a non-null value must have.
 NULLABLE = {
     "training.grad_clip": float,
+    "training.sigma_min": float,
     "training.init_from": str,
     "data.path": str,
     "test.data_path": str,

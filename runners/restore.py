@@ -73,6 +73,19 @@ class Restoration:
     earlier_folder: str | None = None  # progressive, earlier estimates read from here
 
 
+def check_trained_levels(r: Restoration) -> None:
+    """Warn where a prior trained on its largest levels only (training.sigma_min) is run on lower ones."""
+    s, sig = r.settings, r.prior.sigmas
+    uses = [(r.prior, s.stop_level(sig) - 1, "test.checkpoint")]
+    if r.hole_prior is not None:
+        uses.append((r.hole_prior, s.hole_stages(sig)[0].stop_level(r.hole_prior.sigmas) - 1, "test.hole_prior"))
+    for prior, last, key in uses:
+        if prior.untrained_below(last):
+            log.warning("%s was trained on its levels with σ ≥ %g only (training.sigma_min), this run takes it "
+                        "down to σ %.3g: its scores there are untrained", key, prior.trained_sigma_min,
+                        float(prior.sigmas[last]))
+
+
 def earlier_cost(earlier_folder: str, stem: str) -> tuple[int, float]:
     """(NFE, seconds) the earlier stage spent on `stem`, from the metrics.csv next to its
     restored/ folder, so a progressive result's cost includes both stages."""
@@ -155,6 +168,7 @@ class RestoreRunner:
         elif pcfg["prev_doc"] or pcfg["prev_folder"]:
             log.warning("test.progressive.prev_* is set but progressive.enabled is false: ignored")
         r.items = load_inputs(tcfg)
+        check_trained_levels(r)
         if r.settings.flips and not prior.trained_on_flips:
             log.warning("test.flips: this prior was trained without flips (data.augment false); its scores on "
                         "flipped images may be worse than on the image itself (test.flips=false reads it as it is)")

@@ -88,6 +88,7 @@ class Trainer:
     anneal_power: float
     grad_clip: float | None
     dequantize: bool
+    n_levels: int  # the levels trained: the first n_levels of `sigmas` (training.sigma_min)
     grad_norm: torch.Tensor | None = None  # the last step's gradient norm (before clipping), for TensorBoard
 
 
@@ -105,7 +106,8 @@ def train_step(t: Trainer, x: torch.Tensor) -> torch.Tensor:
     if t.dequantize:
         x = dequantize(x)
     with t.autocast:
-        loss = anneal_dsm_loss(t.net, t.transform.forward(x), t.sigmas, anneal_power=t.anneal_power)
+        loss = anneal_dsm_loss(t.net, t.transform.forward(x), t.sigmas, anneal_power=t.anneal_power,
+                               n_levels=t.n_levels)
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip:
@@ -132,6 +134,9 @@ def check_settings(cfg: dict, transform: Transform, world: int) -> None:
     for key in ("snapshot_freq", "log_freq", "batch_size", "n_iters"):
         if tr[key] < 1:
             raise HGMError(f"training.{key} must be at least 1, got {tr[key]}")
+    if tr["sigma_min"] is not None and not 0 < tr["sigma_min"] <= cfg["model"]["sigma_begin"]:
+        raise HGMError(f"training.sigma_min={tr['sigma_min']} must be above 0 and at most model.sigma_begin="
+                       f"{cfg['model']['sigma_begin']} (the largest level), or null to train every level")
     if tr["batch_size"] % world:
         raise HGMError(f"training.batch_size={tr['batch_size']} (the global batch) does not divide by "
                        f"the world size {world}")
@@ -176,6 +181,14 @@ def warm_start(model: torch.nn.Module, path: str, cfg: dict, transform: Transfor
         log.warning("training.init_from: the prior was trained for sigmas %g -> %g, this run uses %g -> %g",
                     have["sigma_begin"], have["sigma_end"], want["sigma_begin"], want["sigma_end"])
     log.info("warm start from %s (its step %s); fresh optimizer, step 0", path, ckpt.get("step"))
+
+
+def trained_levels(sigmas: torch.Tensor, sigma_min: float | None) -> int:
+    """How many of the levels (largest σ first) a run trains: those with σ ≥ sigma_min (a small
+    tolerance for levels printed rounded, e.g. 0.31 for 0.3089), all when it is null."""
+    if sigma_min is None:
+        return len(sigmas)
+    return max(1, int((sigmas >= sigma_min * (1 - 1e-3)).sum()))
 
 
 def validation_set(images: list, transform: Transform, n_levels: int, cfg: dict) -> list[tuple]:
@@ -272,7 +285,7 @@ class TrainRunner:
                  dcfg["image_size"], dcfg["image_size"], transform.name, transform.channels)
         trainer, progress = self.build_trainer(transform, ckpt)
         loader, sampler = self.make_loader(train_imgs)
-        val = validation_set(val_imgs, transform, len(trainer.sigmas), self.cfg) if (self.main and val_imgs) else None
+        val = validation_set(val_imgs, transform, trainer.n_levels, self.cfg) if (self.main and val_imgs) else None
         n_iters = self.cfg["training"]["n_iters"]
         if progress.step >= n_iters:
             log.info("checkpoint is at step %d, training.n_iters=%d: nothing to do", progress.step, n_iters)
@@ -325,8 +338,12 @@ class TrainRunner:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr["bf16"])
+        n_levels = trained_levels(sigmas, tr["sigma_min"])
+        if n_levels < len(sigmas):
+            log.info("training the %d largest of %d levels only (σ %g → %g; training.sigma_min %g)", n_levels,
+                     len(sigmas), float(sigmas[0]), float(sigmas[n_levels - 1]), tr["sigma_min"])
         trainer = Trainer(model, net, optimizer, ema, transform, sigmas, device, autocast, tr["anneal_power"],
-                          tr["grad_clip"], cfg["data"]["dequantize"])
+                          tr["grad_clip"], cfg["data"]["dequantize"], n_levels)
         return trainer, progress
 
     def restore_state(self, ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

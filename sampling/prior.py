@@ -67,11 +67,18 @@ class Prior:
         self.training_crop = training_crop(ckpt)
         # trained on flipped crops (data.augment, the default): test.flips reads it on flips it has seen
         self.trained_on_flips = bool(((ckpt.get("config") or {}).get("data") or {}).get("augment", True))
+        # trained on the levels with σ ≥ this only (training.sigma_min; None: all of them)
+        self.trained_sigma_min = ((ckpt.get("config") or {}).get("training") or {}).get("sigma_min")
         self.net = self.model
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if options.compile:
             self.compile()
+
+    def untrained_below(self, last_level: int) -> bool:
+        """Whether levels up to `last_level` reach below the ones this prior was trained on."""
+        floor = self.trained_sigma_min
+        return floor is not None and float(self.sigmas[last_level]) < floor * (1 - 1e-3)
 
     def compile(self) -> None:
         """Evaluate the network through torch.compile (compiled once per input shape, on first use)."""

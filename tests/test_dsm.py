@@ -88,6 +88,16 @@ def test_draws_labels_and_noise_when_not_given():
     assert len(set(seen[0].tolist())) == 3  # all levels drawn among 64 samples
 
 
+def test_drawn_labels_stay_among_the_first_n_levels():
+    seen = []
+
+    def fn(xt, labels):
+        seen.append(labels)
+        return torch.zeros_like(xt)
+    anneal_dsm_loss(fn, torch.rand(200, 3, 2, 2), torch.tensor([1.0, 0.5, 0.25, 0.125]), n_levels=2)
+    assert set(seen[0].tolist()) == {0, 1}
+
+
 def test_gradient_reaches_the_score_network():
     model = CondRefineNetDilated(6, 4, 2)
     loss = anneal_dsm_loss(model, torch.rand(2, 6, 8, 8), get_sigmas(1.0, 0.1, 2))

@@ -179,6 +179,23 @@ def test_a_hole_prior_fills_the_holes_first_and_its_evaluations_are_counted(tmp_
     assert rc != 0 and "test.hole_prior needs test.hole_sigma_start" in capsys.readouterr().err
 
 
+def test_a_prior_trained_on_its_largest_levels_only_is_warned_about_below_them(tmp_path, hgm_log):
+    """training.sigma_min: as a hole prior (levels down to σ 0.359 only) no warning; alone, down to σ 0.01, one."""
+    hole = write_prior(tmp_path / "hole.pth", "identity", seed=1,
+                       sets={"model.sigma_begin": 1.0, "training.sigma_min": 0.3})
+    main = write_prior(tmp_path / "main.pth", sets={"model.sigma_begin": 0.2})
+    sets = ["test.step_lr=null", "test.step_scale=0.4", "test.init=biharmonic", "test.task=inpaint",
+            "test.mask=box", "test.box_size=12", "test.denoise=false"]
+    rc, _ = restore(tmp_path, *sets, "test.sigma_start=0.2", f"test.checkpoint={main}", f"test.hole_prior={hole}",
+                    "test.hole_sigma_start=1.0", runner="restore", extra=["--doc", "x"])
+    assert rc == 0 and "hole prior" in hgm_log.text and "training.sigma_min" not in hgm_log.text
+    rc, _ = restore(tmp_path, *sets, "test.sigma_start=1.0", f"test.checkpoint={hole}", "data.transform=identity",
+                    runner="restore", out="alone", extra=["--doc", "x"])
+    assert rc == 0
+    assert "test.checkpoint was trained on its levels with σ ≥ 0.3 only (training.sigma_min)" in hgm_log.text
+    assert "down to σ 0.01" in hgm_log.text
+
+
 def test_the_mean_of_samples_is_written_and_its_evaluations_counted(tmp_path, hgm_log):
     rows = {}
     for n in (1, 3):

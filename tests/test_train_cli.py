@@ -344,3 +344,28 @@ def test_init_from_warm_starts_a_new_run(shared_image_folder, tmp_path, capfd):
     rc, _, err = main_in_process(capfd, *train_argv("train_12ch_pool", run, "none", shared_image_folder, 1,
                                                     f"training.init_from={tmp_path / 'missing.pth'}"))
     assert_one_line_error(rc, err, "missing.pth")
+
+
+def test_sigma_min_trains_only_the_largest_levels(shared_image_folder, tmp_path, capfd):
+    """training.sigma_min: the levels below it are never drawn, so their per-level norm parameters
+    keep their starting values while the trained level's move; a value outside the levels is refused."""
+    run = tmp_path / "run"
+    rc, _, err = main_in_process(capfd, *train_argv("train_3ch_rgb", run, "src", shared_image_folder, 1,
+                                                    "optim.lr=0.0"))
+    assert rc == 0, err
+    src = run / "logs" / "src" / "checkpoint.pth"
+    rc, _, err = main_in_process(capfd, *train_argv("train_3ch_rgb", run, "top", shared_image_folder, 3,
+                                                    f"training.init_from={src}", "training.sigma_min=0.9",
+                                                    "optim.lr=0.01"))
+    assert rc == 0, err
+    assert "training the 1 largest of 10 levels only" in open(run / "logs" / "top" / "stdout.txt").read()
+    start, end = load(src)["model"], load(run / "logs" / "top" / "checkpoint.pth")["model"]
+    embeds = [k for k in start if k.endswith("embed.weight")]
+    assert embeds
+    for k in embeds:  # row i: level i's parameters
+        assert torch.equal(end[k][1:], start[k][1:]), k
+    assert all(not torch.equal(end[k][0], start[k][0]) for k in embeds)
+    for bad in ("0", "1.5"):
+        rc, _, err = main_in_process(capfd, *train_argv("train_3ch_rgb", run, "bad", shared_image_folder, 1,
+                                                        f"training.sigma_min={bad}"))
+        assert_one_line_error(rc, err, f"training.sigma_min={bad}", "model.sigma_begin=1")
