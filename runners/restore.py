@@ -36,6 +36,7 @@ from models.checkpoint import MODEL_KEYS, adopt_model_keys
 from runners.config import dump_config, flatten
 from runners.progress import bars_disabled, level_bar
 from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, restore_image
+from sampling.compiled import compile_key, compiled_before, remember_compiled
 from sampling.patches import to_patches
 from sampling.restore_image import evaluations, schedule_failed
 
@@ -45,16 +46,20 @@ log = logging.getLogger("hgm")
 # megapixel-evaluations (images × megapixels × NFE). Measured on 2 CPU cores (scripts/speed_presets.py,
 # docs/results.md, Speed): compilation takes about 80–130 s per shape (with tiles, per shape of a pass of
 # tiles: one per image size) and then saves about a fifth to a half of the time, so it repays itself after
-# 50–150 megapixel-evaluations (the demo: 6; Kodak24 demosaicking: 186).
+# 50–150 megapixel-evaluations (the demo: 6; Kodak24 demosaicking: 186). Where this machine has compiled the
+# same network for the same shape before (sampling/compiled.py), inductor's cache makes it about 5 s, repaid
+# after COMPILE_PAYS_FROM_WARM.
 COMPILE_PAYS_FROM = 150
+COMPILE_PAYS_FROM_WARM = 8
 
 
-def compile_pays(shapes: list[tuple[int, int]], n_eval: int) -> bool:
-    """Whether torch.compile repays its compilation on a run of images of these (H, W) shapes."""
+def compile_pays(shapes: list[tuple[int, int]], n_eval: int, warm: bool = False) -> bool:
+    """Whether torch.compile repays its compilation on a run of images of these (H, W) shapes; `warm`:
+    this machine has compiled the network for the commonest shape before."""
     if not shapes:
         return False
     (h, w), count = Counter(shapes).most_common(1)[0]
-    return count * h * w / 1e6 * n_eval >= COMPILE_PAYS_FROM
+    return count * h * w / 1e6 * n_eval >= (COMPILE_PAYS_FROM_WARM if warm else COMPILE_PAYS_FROM)
 
 
 EARLIER_STAGE_FOLDER = "stage1"  # where a progressive run writes the earlier stage's estimates
@@ -84,6 +89,15 @@ def check_trained_levels(r: Restoration) -> None:
             log.warning("%s was trained on its levels with σ ≥ %g only (training.sigma_min), this run takes it "
                         "down to σ %.3g: its scores there are untrained", key, prior.trained_sigma_min,
                         float(prior.sigmas[last]))
+
+
+def network_view(r: Restoration) -> str:
+    """How the network sees an image in this run (part of what its compiled kernels depend on)."""
+    s = r.settings
+    if s.patch_size:
+        return f"patches {s.patch_size}/{s.patch_stride} batch {s.patch_batch}"
+    tile = s.with_tiles_for(r.prior.training_crop).tile_size
+    return f"tiles {tile}/{s.tile_overlap} batch {s.patch_batch}" if tile else "whole"
 
 
 def earlier_cost(earlier_folder: str, stem: str) -> tuple[int, float]:
@@ -174,9 +188,15 @@ class RestoreRunner:
                         "flipped images may be worse than on the image itself (test.flips=false reads it as it is)")
         if tcfg["compile"] == "auto":
             sizes = [tuple(item.y.shape[-2:]) for item in r.items]
-            if compile_pays(sizes, n_eval):
-                prior.compile()
-                log.info("test.compile auto: compiling the network (the run is long enough to repay it)")
+            warm = bool(sizes) and compiled_before(compile_key(prior, Counter(sizes).most_common(1)[0][0],
+                                                               network_view(r)))
+            if compile_pays(sizes, n_eval, warm):
+                for p in (prior, r.hole_prior):
+                    if p is not None:
+                        p.compile()
+                log.info("test.compile auto: compiling the network (%s)",
+                         "compiled for this shape on this machine before: its cache makes it seconds" if warm
+                         else "the run is long enough to repay it")
         if r.earlier_folder:
             for item in r.items:
                 read_earlier_estimate(r.earlier_folder, item.stem, *item.y.shape[-2:])
@@ -248,6 +268,10 @@ class RestoreRunner:
                 if len(rows) < len(stems):
                     write_metrics(r.out, rows, has_gt, pending=stems[len(rows):], quiet=True)
         finally:
+            if r.prior.compiled:  # the next run of these shapes compiles from inductor's cache
+                view, done = network_view(r), {row["image"] for row in rows if row.get("status") == "ok"}
+                remember_compiled([compile_key(r.prior, tuple(item.y.shape[-2:]), view)
+                                   for item in r.items if item.stem in done])
             left = stems[len(rows):]
             write_metrics(r.out, rows, has_gt, traces, pending=left)
             if left:

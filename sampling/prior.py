@@ -85,6 +85,11 @@ class Prior:
         self.net = torch.compile(self.model, dynamic=False)
 
     @property
+    def compiled(self) -> bool:
+        """Whether the network runs compiled (False again after a failed compilation fell back)."""
+        return self.net is not self.model
+
+    @property
     def size_multiple(self) -> int:
         """Image sides the prior takes without padding: multiples of the transform's block size
         times the network's own multiple."""

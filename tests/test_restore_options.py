@@ -138,6 +138,48 @@ def test_compile_auto_compiles_only_runs_long_enough_to_repay_it():
     assert compile_pays([(500, 500)] * 24, 31)  # Kodak24 demosaicking: 186
     assert not compile_pays([(500, 500)] * 12 + [(500, 499)] * 12, 31)  # compiled per shape: 93 each
     assert not compile_pays([], 31)
+    # compiled before for that shape (its kernels in inductor's cache): seconds, repaid by far shorter runs
+    assert compile_pays([(256, 256)] * 2, 66, warm=True)  # about 8.7 megapixel-evaluations
+    assert not compile_pays([(64, 64)] * 3, 31, warm=True)
+
+
+def test_the_record_of_compiled_shapes_names_what_decides_the_kernels(tmp_path, monkeypatch):
+    from sampling import load_prior
+    from sampling.compiled import compile_key, compiled_before, remember_compiled
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    prior = load_prior(write_prior(tmp_path / "prior.pth"), torch.device("cpu"))
+    other = load_prior(write_prior(tmp_path / "other.pth", seed=3), torch.device("cpu"))
+    key = compile_key(prior, (256, 256), "whole")
+    assert not compiled_before(key)
+    remember_compiled([key, key])
+    assert compiled_before(key) and compiled_before(compile_key(other, (256, 256), "whole"))  # weights are inputs
+    assert open(tmp_path / "cache" / "hgm_compiled.txt").read().count("\n") == 1
+    for changed in (compile_key(prior, (256, 255), "whole"), compile_key(prior, (256, 256), "tiles 64/8 batch None"),
+                    compile_key(load_prior(write_prior(tmp_path / "six.pth", "channel_copy"), torch.device("cpu")),
+                                (256, 256), "whole")):
+        assert not compiled_before(changed)
+
+
+def test_compile_auto_compiles_a_short_run_of_shapes_compiled_before(tmp_path, monkeypatch, hgm_log):
+    """A run whose network ran compiled records its shapes; a later short run of the same shapes compiles
+    (cheap from the cache), one of other shapes does not."""
+    import runners.restore
+    from sampling import Prior
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(runners.restore, "COMPILE_PAYS_FROM_WARM", 0)  # tiny images: any run repays a warm compile
+
+    def fake_compile(self):  # what torch.compile's wrapper looks like to the runner, without compiling
+        self.net = lambda x, labels: self.model(x, labels)
+    monkeypatch.setattr(Prior, "compile", fake_compile)
+    assert restore(tmp_path, "test.compile=auto", out="cold")[0] == 0
+    assert "test.compile auto: compiling" not in hgm_log.text
+    assert restore(tmp_path, "test.compile=true", out="forced")[0] == 0
+    assert restore(tmp_path, "test.compile=auto", out="warm")[0] == 0
+    assert "compiled for this shape on this machine before" in hgm_log.text
+    hgm_log.clear()
+    other = write_images(tmp_path / "other_images", size=(20, 28))
+    assert restore(tmp_path, "test.compile=auto", out="other", images=other)[0] == 0
+    assert "test.compile auto: compiling" not in hgm_log.text
 
 
 def test_compile_takes_true_false_or_auto(tmp_path, capsys):
