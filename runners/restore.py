@@ -38,7 +38,7 @@ from runners.progress import bars_disabled, level_bar
 from sampling import Prior, PriorOptions, SamplerDiverged, SamplerSettings, load_prior, restore_image
 from sampling.compiled import compile_key, compiled_before, remember_compiled
 from sampling.patches import to_patches
-from sampling.restore_image import evaluations, schedule_failed
+from sampling.restore_image import evaluations, has_holes, schedule_failed
 
 log = logging.getLogger("hgm")
 
@@ -188,12 +188,14 @@ class RestoreRunner:
                         "flipped images may be worse than on the image itself (test.flips=false reads it as it is)")
         if tcfg["compile"] == "auto":
             sizes = [tuple(item.y.shape[-2:]) for item in r.items]
-            warm = bool(sizes) and compiled_before(compile_key(prior, Counter(sizes).most_common(1)[0][0],
-                                                               network_view(r)))
+            holes = r.hole_prior is not None and any(has_holes(item.mask[None], r.settings.hole_distance)
+                                                     for item in r.items)
+            priors = [prior, r.hole_prior] if holes else [prior]
+            warm = bool(sizes) and all(compiled_before(compile_key(p, Counter(sizes).most_common(1)[0][0],
+                                                                   network_view(r))) for p in priors)
             if compile_pays(sizes, n_eval, warm):
-                for p in (prior, r.hole_prior):
-                    if p is not None:
-                        p.compile()
+                for p in priors:
+                    p.compile()
                 log.info("test.compile auto: compiling the network (%s)",
                          "compiled for this shape on this machine before: its cache makes it seconds" if warm
                          else "the run is long enough to repay it")
@@ -268,10 +270,10 @@ class RestoreRunner:
                 if len(rows) < len(stems):
                     write_metrics(r.out, rows, has_gt, pending=stems[len(rows):], quiet=True)
         finally:
-            if r.prior.compiled:  # the next run of these shapes compiles from inductor's cache
-                view, done = network_view(r), {row["image"] for row in rows if row.get("status") == "ok"}
-                remember_compiled([compile_key(r.prior, tuple(item.y.shape[-2:]), view)
-                                   for item in r.items if item.stem in done])
+            # the next run of these shapes compiles from inductor's cache
+            view, done = network_view(r), {row["image"] for row in rows if row.get("status") == "ok"}
+            remember_compiled([compile_key(p, tuple(item.y.shape[-2:]), view) for p in (r.prior, r.hole_prior)
+                               if p is not None and p.ran_compiled for item in r.items if item.stem in done])
             left = stems[len(rows):]
             write_metrics(r.out, rows, has_gt, traces, pending=left)
             if left:

@@ -70,6 +70,7 @@ class Prior:
         # trained on the levels with σ ≥ this only (training.sigma_min; None: all of them)
         self.trained_sigma_min = ((ckpt.get("config") or {}).get("training") or {}).get("sigma_min")
         self.net = self.model
+        self.ran_compiled = False  # whether the network has run compiled (sampling/compiled.py records it)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if options.compile:
@@ -84,10 +85,6 @@ class Prior:
         """Evaluate the network through torch.compile (compiled once per input shape, on first use)."""
         self.net = torch.compile(self.model, dynamic=False)
 
-    @property
-    def compiled(self) -> bool:
-        """Whether the network runs compiled (False again after a failed compilation fell back)."""
-        return self.net is not self.model
 
     @property
     def size_multiple(self) -> int:
@@ -102,7 +99,9 @@ class Prior:
             if self.net is self.model:
                 return self.net(x, labels).float()
             try:
-                return self.net(x, labels).float()
+                out = self.net(x, labels).float()
+                self.ran_compiled = True
+                return out
             except Exception as e:  # no C compiler, an unsupported op...: the same results, uncompiled
                 log.warning("torch.compile failed (%s); the network runs uncompiled",
                             str(e).splitlines()[0] if str(e) else type(e).__name__)
