@@ -23,6 +23,14 @@ def get_sigmas(sigma_begin: float, sigma_end: float, num_classes: int,
                                     int(num_classes))).to(device)
 
 
+def trained_levels(sigmas: torch.Tensor, sigma_min: float | None) -> int:
+    """How many of the levels (largest σ first) a run trains: those with σ ≥ sigma_min (a small
+    tolerance for levels printed rounded, e.g. 0.31 for 0.3089), all when it is null."""
+    if sigma_min is None:
+        return len(sigmas)
+    return max(1, int((sigmas >= sigma_min * (1 - 1e-3)).sum()))
+
+
 class CondInstanceNorm2dPlus(nn.Module):
     """Conditional instance norm++: instance norm that keeps the per-channel means'
     spread via a learned alpha, with gamma/alpha/beta embedded per noise level."""

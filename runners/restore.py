@@ -191,8 +191,9 @@ class RestoreRunner:
             holes = r.hole_prior is not None and any(has_holes(item.mask[None], r.settings.hole_distance)
                                                      for item in r.items)
             priors = [prior, r.hole_prior] if holes else [prior]
-            warm = bool(sizes) and all(compiled_before(compile_key(p, Counter(sizes).most_common(1)[0][0],
-                                                                   network_view(r))) for p in priors)
+            if sizes:
+                common, view = Counter(sizes).most_common(1)[0][0], network_view(r)
+            warm = bool(sizes) and all(compiled_before(compile_key(p, common, view)) for p in priors)
             if compile_pays(sizes, n_eval, warm):
                 for p in priors:
                     p.compile()

@@ -41,7 +41,7 @@ from models.checkpoint import (
     strip_module_prefix,
 )
 from models.ema import EMA
-from models.ncsn import CondRefineNetDilated, build_model
+from models.ncsn import CondRefineNetDilated, build_model, trained_levels
 from runners import distributed
 from runners.config import dump_config
 from runners.progress import bars_disabled
@@ -181,14 +181,6 @@ def warm_start(model: torch.nn.Module, path: str, cfg: dict, transform: Transfor
         log.warning("training.init_from: the prior was trained for sigmas %g -> %g, this run uses %g -> %g",
                     have["sigma_begin"], have["sigma_end"], want["sigma_begin"], want["sigma_end"])
     log.info("warm start from %s (its step %s); fresh optimizer, step 0", path, ckpt.get("step"))
-
-
-def trained_levels(sigmas: torch.Tensor, sigma_min: float | None) -> int:
-    """How many of the levels (largest σ first) a run trains: those with σ ≥ sigma_min (a small
-    tolerance for levels printed rounded, e.g. 0.31 for 0.3089), all when it is null."""
-    if sigma_min is None:
-        return len(sigmas)
-    return max(1, int((sigmas >= sigma_min * (1 - 1e-3)).sum()))
 
 
 def validation_set(images: list, transform: Transform, n_levels: int, cfg: dict) -> list[tuple]:

@@ -39,13 +39,17 @@ def _record_path() -> str | None:
     return None if folder is None else os.path.join(folder, RECORD_NAME)
 
 
+def _recorded(path: str) -> set[str]:
+    if not os.path.isfile(path):
+        return set()
+    with open(path, encoding="utf-8") as f:
+        return {line.rstrip("\n") for line in f}
+
+
 def compiled_before(key: str) -> bool:
     """Whether a run on this machine compiled for `key` and its kernels are still in the cache."""
     path = _record_path()
-    if path is None or not os.path.isfile(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        return key in {line.rstrip("\n") for line in f}
+    return path is not None and key in _recorded(path)
 
 
 def remember_compiled(keys: list[str]) -> None:
@@ -54,10 +58,7 @@ def remember_compiled(keys: list[str]) -> None:
     if path is None:
         return
     try:
-        known = set()
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                known = {line.rstrip("\n") for line in f}
+        known = _recorded(path)
         new = [k for k in dict.fromkeys(keys) if k not in known]
         if new:
             with open(path, "a", encoding="utf-8") as f:

@@ -10,7 +10,7 @@ import torch
 from datasets.errors import HGMError
 from datasets.transforms import Transform, transform_from_config
 from models.checkpoint import check_requested, load_checkpoint, prior_config, strip_module_prefix
-from models.ncsn import build_model
+from models.ncsn import build_model, trained_levels
 
 log = logging.getLogger("hgm")
 
@@ -78,13 +78,11 @@ class Prior:
 
     def untrained_below(self, last_level: int) -> bool:
         """Whether levels up to `last_level` reach below the ones this prior was trained on."""
-        floor = self.trained_sigma_min
-        return floor is not None and float(self.sigmas[last_level]) < floor * (1 - 1e-3)
+        return last_level >= trained_levels(self.sigmas, self.trained_sigma_min)
 
     def compile(self) -> None:
         """Evaluate the network through torch.compile (compiled once per input shape, on first use)."""
         self.net = torch.compile(self.model, dynamic=False)
-
 
     @property
     def size_multiple(self) -> int:
