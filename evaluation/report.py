@@ -17,8 +17,8 @@ import os
 import torch
 
 from datasets.errors import HGMError
-from datasets.files import atomic_write, write_text
-from datasets.image_files import read_image
+from datasets.files import write_text
+from datasets.image_files import read_image, save_image
 from evaluation.metrics import psnr, ssim
 
 log = logging.getLogger("hgm")
@@ -155,20 +155,32 @@ def _label_strip(text: str, width: int, height: int = 14) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
 
 
+def image_grid(tiles, nrow: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """3×H'×W': equal-sized C×H×W images (C 1 or 3) in rows of `nrow`, `padding` pixels of `pad_value`
+    around each (the layout of torchvision's make_grid, without importing torchvision: its import
+    costs a restoration run about 2 s of start-up)."""
+    tiles = [t.detach().float().cpu() for t in tiles]
+    h, w = tiles[0].shape[-2:]
+    cols = min(nrow, len(tiles))
+    rows = -(-len(tiles) // cols)
+    grid = torch.full((3, rows * (h + padding) + padding, cols * (w + padding) + padding), float(pad_value))
+    for k, tile in enumerate(tiles):
+        y, x = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+        grid[:, y:y + h, x:x + w] = tile.expand(3, h, w)
+    return grid
+
+
 def write_panels(path: str, panels: list[tuple[str, torch.Tensor]], min_width: int = 128) -> str:
-    """Labelled 3×H×W images side by side (torchvision's make_grid) in one PNG at `path`. Images
-    narrower than `min_width` are enlarged (nearest neighbour) so the labels fit. Returns the path."""
-    from torchvision.utils import make_grid
-    from torchvision.utils import save_image as tv_save_image
+    """Labelled 3×H×W images side by side in one PNG at `path`. Images narrower than `min_width`
+    are enlarged (nearest neighbour) so the labels fit. Returns the path."""
     scale = max(1, -(-min_width // panels[0][1].shape[-1]))
     tiles = []
     for label, img in panels:
         img = img.detach().float().cpu().clamp(0, 1)
         if scale > 1:
             img = img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-        tiles.append(torch.cat([_label_strip(label, img.shape[-1]), img], dim=-2))
-    grid = make_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0)
-    atomic_write(path, lambda tmp: tv_save_image(grid, tmp, format="png"))
+        tiles.append(torch.cat([_label_strip(label, img.shape[-1]), img.expand(3, -1, -1)], dim=-2))
+    save_image(image_grid(tiles, nrow=len(tiles), padding=4, pad_value=1.0), path)
     return path
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from datasets.transforms import Transform
+from evaluation.report import image_grid
 from sampling.langevin import SamplerDiverged, annealed_langevin
 from sampling.settings import SamplerSettings
 
@@ -31,7 +32,6 @@ def level_indices(n_levels: int, k: int = DENOISE_LEVELS) -> list[int]:
 def denoise_grid(model: torch.nn.Module, x: torch.Tensor, sigmas: torch.Tensor, transform: Transform,
                  generator: torch.Generator) -> torch.Tensor:
     """Rows: clean crops, then per level (noisy, denoised); columns: the crops. x is lifted B×C×h×w."""
-    from torchvision.utils import make_grid
     rows = [transform.inverse(x)]
     for i in level_indices(len(sigmas)):
         sigma = float(sigmas[i])
@@ -40,7 +40,7 @@ def denoise_grid(model: torch.nn.Module, x: torch.Tensor, sigmas: torch.Tensor, 
         denoised = noisy + sigma ** 2 * model(noisy, labels).float()
         rows += [transform.inverse(noisy), transform.inverse(denoised)]
     tiles = torch.cat([r.float().clamp(0, 1).cpu() for r in rows], dim=0)
-    return make_grid(tiles, nrow=x.shape[0], padding=2, pad_value=1.0)
+    return image_grid(tiles, nrow=x.shape[0], padding=2, pad_value=1.0)
 
 
 @torch.no_grad()
@@ -48,13 +48,12 @@ def sample_grid(model: torch.nn.Module, shape: tuple, sigmas: torch.Tensor, tran
                 n_steps_each: int) -> torch.Tensor:
     """A short annealed Langevin sample from U(0, 1) (langevin update, η = PICTURE_STEP_SCALE·σ²,
     final Tweedie step)."""
-    from torchvision.utils import make_grid
     b, _, h, w = shape
     x = transform.forward(torch.rand(b, 3, h, w, device=sigmas.device))
     settings = SamplerSettings(step_lr=PICTURE_STEP_SCALE * float(sigmas[-1]) ** 2, n_steps_each=n_steps_each,
                                update="langevin", denoise=True)
     x = annealed_langevin(lambda v, labels: model(v, labels).float(), x, sigmas, settings)
-    return make_grid(transform.inverse(x).float().clamp(0, 1).cpu(), nrow=b, padding=2, pad_value=1.0)
+    return image_grid(transform.inverse(x).float().clamp(0, 1).cpu(), nrow=b, padding=2, pad_value=1.0)
 
 
 @dataclass(frozen=True)

@@ -293,3 +293,29 @@ def test_bf16_takes_true_false_or_auto_and_says_what_auto_chose(tmp_path, capsys
     capsys.readouterr()
     rc, _ = restore(tmp_path, "test.bf16=sometimes", out="out_bad")
     assert rc == 1 and "test.bf16='sometimes' must be true, false or auto" in capsys.readouterr().err
+
+
+def test_image_grid_matches_torchvision_make_grid():
+    from torchvision.utils import make_grid
+
+    from evaluation.report import image_grid
+    for n, nrow, padding in [(4, 4, 2), (6, 4, 2), (3, 2, 4), (8, 3, 1)]:
+        tiles = torch.rand(n, 3, 5, 7)
+        assert torch.equal(image_grid(tiles, nrow, padding, 0.5), make_grid(tiles, nrow, padding, pad_value=0.5))
+    grey = torch.rand(2, 1, 5, 7)  # one-channel tiles become grey RGB, as make_grid makes them
+    assert torch.equal(image_grid(grey, 2), make_grid(grey, 2, pad_value=1.0))
+
+
+def test_restore_run_does_not_import_torchvision(tmp_path):
+    """Importing torchvision (and with it torch._dynamo) costs a run about 2 s of start-up."""
+    import subprocess
+    import sys
+    data = write_images(tmp_path / "images")
+    prior = write_prior(tmp_path / "prior.pth")
+    code = ("import sys, main as m; rc = m.main(sys.argv[1:]); "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "--runner", "restore", "--config", "tiny.yml", "--test",
+                        "-o", str(tmp_path / "o"), "--set", f"test.data_path={data}",
+                        f"test.checkpoint={prior}", *FAST],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
