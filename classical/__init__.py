@@ -2,7 +2,7 @@
 points of its sampler (test.init: menon, biharmonic, ...).
 
 - demosaic.py: bilinear, Malvar–He–Cutler 2004, Menon 2007
-- inpaint.py: biharmonic (scikit-image), Telea and Navier–Stokes (OpenCV, optional)
+- inpaint.py: biharmonic (scikit-image), harmonic, Telea and Navier–Stokes (OpenCV, optional)
 - denoise.py: pipelines for noisy measurements (Menon or an inpainter with non-local means, wavelets or BM3D)
 
 All take torch tensors 3×H×W or B×3×H×W in [0, 1] and return the same shape, clipped to [0, 1],
@@ -24,14 +24,15 @@ from classical.denoise import (
     noisy_demosaic,
     noisy_inpaint,
 )
-from classical.inpaint import biharmonic_inpaint, opencv_inpaint
+from classical.inpaint import biharmonic_inpaint, harmonic_inpaint, opencv_inpaint
 from classical.shapes import as_batch
 from datasets.errors import HGMError
 from datasets.masks import PATTERNS, bayer_mask
 
 __all__ = ["BASELINES", "DEMOSAIC_BASELINES", "DENOISERS", "NOISY_DEMOSAIC_BASELINES", "NOISY_INPAINT_BASELINES",
            "bayer_pattern_of", "biharmonic_inpaint", "bilinear_demosaic", "denoise_colour", "denoise_mosaic",
-           "malvar_demosaic", "menon_demosaic", "noisy_demosaic", "noisy_inpaint", "opencv_inpaint", "run_baseline"]
+           "harmonic_inpaint", "malvar_demosaic", "menon_demosaic", "noisy_demosaic", "noisy_inpaint", "opencv_inpaint",
+           "run_baseline"]
 
 
 def bayer_pattern_of(mask: torch.Tensor) -> str:
@@ -57,6 +58,7 @@ BASELINES = {
     "malvar": malvar_demosaic,
     "menon": menon_demosaic,
     "biharmonic": biharmonic_inpaint,
+    "harmonic": harmonic_inpaint,
     "telea": functools.partial(opencv_inpaint, method="telea"),
     "ns": functools.partial(opencv_inpaint, method="ns"),
 }
@@ -68,7 +70,7 @@ def run_baseline(name: str, degraded: torch.Tensor, mask: torch.Tensor | None, p
     """Run baseline `name` on a degraded image.
 
     Demosaicking baselines take their Bayer pattern from `mask` when it is
-    given (else from `pattern`); the inpainting methods (biharmonic, telea, ns) need `mask`. The
+    given (else from `pattern`); the inpainting methods (biharmonic, harmonic, telea, ns) need `mask`. The
     noisy pipelines (NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES) take the noise level
     `noise_sigma` on the [0, 1] scale.
     """

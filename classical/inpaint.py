@@ -42,6 +42,48 @@ def biharmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _inpaint_each(image, mask, fill)
 
 
+def _harmonic_fill(img: torch.Tensor, missing: np.ndarray) -> torch.Tensor:
+    """The missing pixels solving Laplace's equation (each the mean of its 4 neighbours inside the
+    image), the known ones as boundary values: one sparse solve for the three channels."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+    h, w = missing.shape
+    index = np.full((h, w), -1, dtype=np.int64)
+    index[missing] = np.arange(int(missing.sum()))
+    values = img.double().reshape(3, -1).numpy()
+    rows, cols, data = [], [], []
+    rhs = np.zeros((int(missing.sum()), 3))
+    ys, xs = np.nonzero(missing)
+    p = index[ys, xs]
+    diagonal = np.zeros(len(p))
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        diagonal += inside
+        q = np.where(inside, index[ny.clip(0, h - 1), nx.clip(0, w - 1)], -1)
+        free = inside & (q >= 0)
+        rows.append(p[free]), cols.append(q[free]), data.append(-np.ones(int(free.sum())))
+        known = inside & (q < 0)
+        np.add.at(rhs, p[known], values[:, ny[known] * w + nx[known]].T)
+    rows.append(p), cols.append(p), data.append(diagonal)
+    a = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(len(p), len(p)))
+    solved = np.asarray(spsolve(a.tocsc(), rhs)).reshape(len(p), 3)
+    out = values.copy()
+    out[:, ys * w + xs] = solved.T
+    return torch.from_numpy(out.reshape(3, h, w))
+
+
+def harmonic_inpaint(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Harmonic (membrane) inpainting of the pixels where mask == 0 (see `_inpaint_each`): the
+    smoothest fill whose values never leave the range of the known pixels around it (biharmonic
+    inpainting overshoots, and a 64×64 hole between a dark and a light side can come out black)."""
+    def fill(img, missing):
+        if missing.all():
+            raise ValueError("harmonic_inpaint needs at least one known pixel")
+        return _harmonic_fill(img, missing)
+    return _inpaint_each(image, mask, fill)
+
+
 def opencv_inpaint(image: torch.Tensor, mask: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
     """OpenCV's inpainting of the pixels where mask == 0 (see `_inpaint_each`): Telea 2004 (fast
     marching) or Bertalmio et al. 2001 (Navier-Stokes), on the 8-bit image, `radius` pixels around

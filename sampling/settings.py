@@ -12,12 +12,12 @@ import torch
 from datasets.errors import HGMError
 from sampling.langevin import UPDATE_RULES, nfe
 
-INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "telea")
+INITS = ("uniform", "uniform_sym", "measurement", "bilinear", "malvar", "menon", "biharmonic", "harmonic", "telea")
 TILE_PASS_SIDE = 1024                     # test.tile_batch null: tiles that make TILE_PASS_SIDE² pixels
 TILE_PASS_PIXELS = TILE_PASS_SIDE ** 2    # per network pass, the memory of one tile of the default size
 TILES_PER_TRAINING_CROP = 1.0  # test.tile_size auto: tiles of the prior's training crop (times this)
 AUTO_TILE_FALLBACK = 1024      # ... or of this many pixels for a prior whose crop size is not recorded
-CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "telea")
+CLASSICAL_INITS = ("bilinear", "malvar", "menon", "biharmonic", "harmonic", "telea")
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from scripts.cli import one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True,
-                   choices=["bilinear", "malvar", "menon", "biharmonic", "telea", "ns", *NOISY_DEMOSAIC_BASELINES,
-                            *NOISY_INPAINT_BASELINES],
-                   help="demosaicking: bilinear, malvar, menon (Menon 2007); inpainting: biharmonic, telea, ns "
-                        "(OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless); noisy "
+                   choices=["bilinear", "malvar", "menon", "biharmonic", "harmonic", "telea", "ns",
+                            *NOISY_DEMOSAIC_BASELINES, *NOISY_INPAINT_BASELINES],
+                   help="demosaicking: bilinear, malvar, menon (Menon 2007); inpainting: biharmonic, harmonic, "
+                        "telea, ns (OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless); noisy "
                         "demosaicking: menon+nlm, menon+wavelet, menon+bm3d and the reverse orders; noisy "
                         "inpainting: biharmonic+nlm, telea+nlm, ... (holes filled, then denoised)")
     p.add_argument("--noise_sigma", type=float, default=0.0,

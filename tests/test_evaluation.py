@@ -11,6 +11,7 @@ from classical import (
     bayer_pattern_of,
     biharmonic_inpaint,
     bilinear_demosaic,
+    harmonic_inpaint,
     malvar_demosaic,
     menon_demosaic,
     run_baseline,
@@ -233,6 +234,36 @@ def test_biharmonic_batch_with_shared_mask():
     assert out.shape == imgs.shape
     for n in range(2):
         assert torch.allclose(out[n], biharmonic_inpaint(imgs[n] * mask, mask), atol=1e-6)
+
+
+def test_harmonic_fill_solves_laplace_with_the_known_pixels_as_boundary():
+    img = torch.rand(3, 30, 34, dtype=torch.float64)
+    mask = random_mask(30, 34, 0.6, generator=torch.Generator().manual_seed(7)).double()
+    mask[:, 8:20, 10:24] = 0  # a hole, and scattered pixels around it, some on the image's border
+    out = harmonic_inpaint(img * mask, mask)
+    known = mask > 0.5
+    assert torch.equal(out[known], img[known])
+    # each missing pixel is the mean of its neighbours inside the image (the discrete Laplace equation)
+    padded = torch.nn.functional.pad(out[None], (1, 1, 1, 1))[0]
+    count = torch.nn.functional.pad(torch.ones(1, 1, 30, 34, dtype=out.dtype), (1, 1, 1, 1))[0]
+    def neighbours(t):
+        return t[:, :-2, 1:-1] + t[:, 2:, 1:-1] + t[:, 1:-1, :-2] + t[:, 1:-1, 2:]
+    mean = neighbours(padded) / neighbours(count)
+    assert torch.allclose(out[~known], mean[~known], atol=1e-9)
+
+
+def test_harmonic_fill_stays_within_the_known_values_and_fills_a_ramp_exactly():
+    img = torch.full((3, 48, 48), 0.9, dtype=torch.float64)
+    img[:, :, :20] = 0.1
+    mask = torch.ones(3, 48, 48, dtype=torch.float64)
+    mask[:, 12:36, 12:36] = 0
+    hole = mask < 0.5
+    harmonic = harmonic_inpaint(img * mask, mask)
+    assert harmonic[hole].min() >= 0.1 - 1e-9 and harmonic[hole].max() <= 0.9 + 1e-9
+    ramp = torch.linspace(0, 1, 48, dtype=torch.float64).expand(3, 48, 48)  # a harmonic function is filled exactly
+    assert torch.allclose(harmonic_inpaint(ramp * mask, mask), ramp, atol=1e-9)
+    with pytest.raises(ValueError, match="at least one known pixel"):
+        harmonic_inpaint(img, torch.zeros_like(mask))
 
 
 @pytest.mark.parametrize("method", ["telea", "ns"])
