@@ -33,6 +33,7 @@ NULLABLE = {
     "test.hole_sigma_start": float,
     "test.hole_prior": str,
     "test.hole_n_steps_each": int,
+    "test.hole_init": str,
     "test.noise_start_ratio": float,
     "test.noise_step_total": float,
     "test.image_size": int,

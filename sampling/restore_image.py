@@ -141,6 +141,20 @@ def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | Non
     return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
 
 
+def for_mask(settings: SamplerSettings, hole_prior: Prior | None,
+             mask: torch.Tensor) -> tuple[SamplerSettings, Prior | None]:
+    """The settings and hole prior for this mask: without holes farther than hole_distance from the
+    measurement there is nothing to start early (no hole stage, no hole prior); with them the image
+    starts from hole_init when one is set."""
+    if settings.hole_sigma_start is None and settings.hole_init is None:
+        return settings, hole_prior
+    if not has_holes(mask, settings.hole_distance):
+        return dataclasses.replace(settings, hole_sigma_start=None, hole_init=None), None
+    if settings.hole_init is not None:
+        settings = dataclasses.replace(settings, init=settings.hole_init, hole_init=None)
+    return settings, hole_prior
+
+
 def final_image(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                 noise_sigma: float | torch.Tensor) -> torch.Tensor:
     """The restored image as returned: clipped to [0, 1] and, for a noiseless measurement, equal to it
@@ -203,16 +217,16 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     initial estimate until the start level; a mask without such holes (`has_holes`) starts at the start
     level as without the option. `hole_prior`: those first levels are sampled with this
     prior instead (one trained for large noise; `SamplerSettings.hole_stages`), its result the start
-    of `prior`'s levels. `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
+    of `prior`'s levels. `settings.hole_init`: the classical start of an image with such holes (`for_mask`).
+    `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
     `settings.n_samples` > 1: the mean of that many restorations (`mean_of_samples`).
     """
     settings = settings.for_noise(noise_sigma)
     check_hole_prior(settings, hole_prior)
+    settings, hole_prior = for_mask(settings, hole_prior, mask)
     if settings.n_samples > 1:
         return mean_of_samples(prior, y, mask, settings, earlier, progress, callback, stats, noise_sigma,
                                hole_prior, init)
-    if settings.hole_sigma_start is not None and not has_holes(mask, settings.hole_distance):
-        settings, hole_prior = dataclasses.replace(settings, hole_sigma_start=None), None  # nothing to start early
     if hole_prior is not None:
         coarse, fine = settings.hole_stages(prior.sigmas)
         first: dict = {}

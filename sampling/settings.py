@@ -49,6 +49,7 @@ class SamplerSettings:
     hole_sigma_start: float | None = None
     hole_distance: int = 4
     hole_n_steps_each: int | None = None
+    hole_init: str | None = None
     noise_start_ratio: float | None = None
     noise_step_total: float | None = None
     n_samples: int = 1
@@ -69,6 +70,8 @@ class SamplerSettings:
         checks = [
             (self.update in UPDATE_RULES, f"test.update={self.update!r} ({' | '.join(UPDATE_RULES)})"),
             (self.init in INITS, f"test.init={self.init!r} ({' | '.join(INITS)})"),
+            (self.hole_init is None or self.hole_init in INITS,
+             f"test.hole_init={self.hole_init!r} ({' | '.join(INITS)}, or null: test.init)"),
             (self.step_lr is not None or self.step_scale is not None, "test.step_lr and test.step_scale "
              "(one must be set)"),
             (self.step_lr is None or self.step_lr > 0, f"test.step_lr={self.step_lr} (must be > 0)"),

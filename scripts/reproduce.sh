@@ -3,7 +3,7 @@
 #   DATA=/path/to/data bash scripts/reproduce.sh demosaic   # Kodak24 500×500, RGGB: bilinear, Malvar,
 #                                                           # Menon 2007, HGM (configs/demosaic.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh inpaint    # Kodak24 centre 256×256 × the four masks:
-#                                                           # biharmonic, OpenCV's Telea and Navier-Stokes
+#                                                           # biharmonic, harmonic, OpenCV's Telea and Navier-Stokes
 #                                                           # (pip install opencv-python-headless), HGM
 #                                                           # (configs/inpaint.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh noisy      # Kodak24 500×500, RGGB, Gaussian noise σ 5/10/15
@@ -11,7 +11,7 @@
 #                                                           # non-local means and the reverse order, HGM
 #                                                           # (configs/demosaic_noisy.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh noisy_inpaint  # Kodak24 centre 256×256 × the four masks, noise
-#                                                           # σ 10 of 255: biharmonic, biharmonic or Telea then
+#                                                           # σ 10 of 255: biharmonic, biharmonic, harmonic or Telea then
 #                                                           # non-local means, HGM (configs/inpaint.yml)
 #   DATA=/path/to/data bash scripts/reproduce.sh variants   # the paper's 3/6/12-channel and progressive
 #                                                           # variants with the bundled priors (demosaicking)
@@ -68,7 +68,7 @@ inpaint)
   for mask in $MASKSET; do
     M="$(realpath masks)/$mask.png"
     rows=()
-    for m in biharmonic telea ns; do baseline $m inpaint "$mask/$m" --mask "$M"; rows+=("$m=$OUT/$mask/$m"); done
+    for m in biharmonic harmonic telea ns; do baseline $m inpaint "$mask/$m" --mask "$M"; rows+=("$m=$OUT/$mask/$m"); done
     hgm restore inpaint.yml "$mask/hgm" "test.mask=$M"
     { echo; echo "**mask $mask**"; echo
       python scripts/make_table.py "${rows[@]}" "HGM (inpaint.yml)=$OUT/$mask/hgm"
@@ -93,7 +93,7 @@ noisy_inpaint)  # the same seeded noisy samples for every method
     for mask in $MASKSET; do
       M="$(realpath masks)/$mask.png"
       rows=()
-      for m in biharmonic biharmonic+nlm telea+nlm; do
+      for m in biharmonic biharmonic+nlm harmonic+nlm telea+nlm; do
         baseline $m inpaint "sigma$s/$mask/$m" --mask "$M" --noise_sigma "$s"; rows+=("$m=$OUT/sigma$s/$mask/$m")
       done
       hgm restore inpaint.yml "sigma$s/$mask/hgm" "test.mask=$M" "test.noise_sigma=$s"

@@ -320,6 +320,36 @@ def test_the_holes_levels_take_their_own_number_of_steps():
     assert stats["nfe"] == evaluations(main, replace(settings, hole_n_steps_each=4), hole) == len(calls)
 
 
+def test_an_image_with_holes_starts_from_hole_init_and_one_without_from_init():
+    """hole_init: a mask with holes farther than hole_distance from the measurement starts (hole prior
+    and main prior alike) from that classical estimate, as test.init would; a mask without holes keeps
+    test.init, bit for bit."""
+    h, w = 24, 24
+    gt = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(9))
+    hole = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
+    main = FakePrior(make_transform("identity"), sigmas=(0.1, 0.05))
+    starts = []
+    hole._score = lambda x, lab: starts.append(x.clone()) or (0.3 - x)
+    main._score = lambda x, lab: (0.3 - x)
+    settings = replace(SETTINGS, init="biharmonic", step_lr=None, step_scale=0.4, sigma_start=0.1,
+                       hole_sigma_start=1.0, n_steps_each=2, temperature=0.0)
+    box = box_mask(h, w, 12)[None]
+
+    def run(mask, **changes):
+        starts.clear()
+        torch.manual_seed(3)
+        out = restore_image(main, gt * mask, mask, replace(settings, **changes), hole_prior=hole)
+        return out, starts[0] if starts else None
+
+    out, start = run(box, hole_init="harmonic")
+    from classical import run_baseline
+    assert torch.allclose(start, run_baseline("harmonic", (gt * box)[0], box[0])[None], atol=1e-6)
+    assert torch.equal(out, run(box, init="harmonic")[0])
+    assert not torch.equal(out, run(box)[0])
+    scattered = random_mask(h, w, 0.5, torch.Generator().manual_seed(8))[None]
+    assert torch.equal(run(scattered, hole_init="harmonic")[0], run(scattered)[0])
+
+
 def test_a_mask_without_holes_skips_the_coarse_to_fine_start():
     """A random mask leaves no pixel farther than 4 px from a measured one: with or without a hole
     prior, the run is the plain run from the start level (the same evaluations and result)."""
@@ -406,6 +436,7 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"hole_sigma_start": 0.0}, "test.hole_sigma_start"),
                                           ({"hole_distance": 0}, "test.hole_distance"),
                                           ({"hole_n_steps_each": 0}, "test.hole_n_steps_each"),
+                                          ({"hole_init": "zeros"}, "test.hole_init"),
                                           ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"n_samples": 0}, "test.n_samples"),
                                           ({"noise_step_total": 0.0}, "test.noise_step_total"),
