@@ -225,6 +225,8 @@ class RestoreRunner:
             holes = (f", holes farther than {s.hole_distance} px from the measurement first with the hole prior "
                      f"(step {r.hole_prior.step}), its levels {first}..{last} "
                      f"(σ {float(hs[first]):.3g} → {float(hs[last]):.3g}) × {s.hole_steps_each()} steps")
+        if s.hole_init is not None:
+            holes += f", an image with such holes started from {s.hole_init} (the others from {s.init})"
         if s.hole_sigma_start is not None:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "
