@@ -91,8 +91,6 @@ def noisy_inpaint(name: str, degraded: torch.Tensor, mask: torch.Tensor, sigma: 
     first, _, second = name.partition("+")
     if first not in INPAINTERS or second not in DENOISERS:
         raise HGMError(f"unknown noisy-inpainting method {name!r} ({' | '.join(NOISY_INPAINT_BASELINES)})")
-    if first in ("biharmonic", "harmonic"):
-        filled = (biharmonic_inpaint if first == "biharmonic" else harmonic_inpaint)(degraded, mask)
-    else:
-        filled = opencv_inpaint(degraded, mask, first)
+    fill = {"biharmonic": biharmonic_inpaint, "harmonic": harmonic_inpaint}.get(first)
+    filled = fill(degraded, mask) if fill else opencv_inpaint(degraded, mask, first)
     return denoise_colour(filled, sigma, second)

@@ -35,7 +35,7 @@ def test_a_denoiser_with_menon_beats_menon_alone_on_a_noisy_mosaic(method):
     assert psnr(out, gt) > plain + 3
 
 
-@pytest.mark.parametrize("method", ["biharmonic+nlm", "biharmonic+wavelet"])
+@pytest.mark.parametrize("method", ["biharmonic+nlm", "biharmonic+wavelet", "harmonic+nlm"])
 def test_an_inpainter_then_a_denoiser_beats_the_inpainter_alone_on_noisy_samples(method):
     from datasets.masks import box_mask, random_mask
     gt = smooth_image()

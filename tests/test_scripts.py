@@ -44,7 +44,7 @@ def test_an_exported_prior_is_small_and_restores_like_a_checkpoint(prior, tmp_pa
 
 
 @pytest.mark.parametrize("method,task", [("bilinear", "demosaic"), ("malvar", "demosaic"), ("biharmonic", "inpaint"),
-                                         ("telea", "inpaint"), ("ns", "inpaint")])
+                                         ("harmonic", "inpaint"), ("telea", "inpaint"), ("ns", "inpaint")])
 def test_baseline_script_writes_the_restore_layout(method, task, tmp_path):
     data = images(str(tmp_path / "d"))
     out = str(tmp_path / method)
@@ -144,7 +144,8 @@ def test_reproduce_noisy_inpaint_writes_a_table_per_mask(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     table = (tmp_path / "out" / "table.md").read_text()
     assert "**mask box64, noise σ 10 of 255**" in table
-    for row in ("| biharmonic | 2 |", "| biharmonic+nlm | 2 |", "| telea+nlm | 2 |", "| HGM (inpaint.yml) | 2 |"):
+    for row in ("| biharmonic | 2 |", "| biharmonic+nlm | 2 |", "| harmonic+nlm | 2 |", "| telea+nlm | 2 |",
+                "| HGM (inpaint.yml) | 2 |"):
         assert row in table
 
 
