@@ -10,8 +10,6 @@ with every measured sample unchanged (noisy pipelines: estimates). `run_baseline
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from classical.demosaic import bilinear_demosaic, malvar_demosaic, menon_demosaic
@@ -24,7 +22,7 @@ from classical.denoise import (
     noisy_demosaic,
     noisy_inpaint,
 )
-from classical.inpaint import biharmonic_inpaint, harmonic_inpaint, opencv_inpaint
+from classical.inpaint import INPAINTERS, biharmonic_inpaint, harmonic_inpaint, opencv_inpaint
 from classical.shapes import as_batch
 from datasets.errors import HGMError
 from datasets.masks import PATTERNS, bayer_mask
@@ -57,10 +55,7 @@ BASELINES = {
     "bilinear": bilinear_demosaic,
     "malvar": malvar_demosaic,
     "menon": menon_demosaic,
-    "biharmonic": biharmonic_inpaint,
-    "harmonic": harmonic_inpaint,
-    "telea": functools.partial(opencv_inpaint, method="telea"),
-    "ns": functools.partial(opencv_inpaint, method="ns"),
+    **INPAINTERS,
 }
 DEMOSAIC_BASELINES = ("bilinear", "malvar", "menon")
 

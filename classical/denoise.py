@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from classical.demosaic import menon_demosaic
+from classical.inpaint import INPAINTERS
 from classical.shapes import as_batch
 from datasets.errors import HGMError
 from datasets.masks import bayer_mask
@@ -79,7 +80,6 @@ def noisy_demosaic(name: str, mosaic: torch.Tensor, sigma: float, pattern: str =
 
 
 NOISY_DEMOSAIC_BASELINES = tuple(f"menon+{d}" for d in DENOISERS) + tuple(f"{d}+menon" for d in DENOISERS)
-INPAINTERS = ("biharmonic", "harmonic", "telea", "ns")
 NOISY_INPAINT_BASELINES = tuple(f"{i}+{d}" for i in INPAINTERS for d in DENOISERS)
 
 
@@ -87,10 +87,7 @@ def noisy_inpaint(name: str, degraded: torch.Tensor, mask: torch.Tensor, sigma: 
     """`<inpainter>+<denoiser>`: the holes filled from the noisy measured samples, then the whole image
     denoised for noise σ ([0, 1] scale). Denoising first would have to skip the holes, which no
     denoiser here can."""
-    from classical.inpaint import biharmonic_inpaint, harmonic_inpaint, opencv_inpaint
     first, _, second = name.partition("+")
     if first not in INPAINTERS or second not in DENOISERS:
         raise HGMError(f"unknown noisy-inpainting method {name!r} ({' | '.join(NOISY_INPAINT_BASELINES)})")
-    fill = {"biharmonic": biharmonic_inpaint, "harmonic": harmonic_inpaint}.get(first)
-    filled = fill(degraded, mask) if fill else opencv_inpaint(degraded, mask, first)
-    return denoise_colour(filled, sigma, second)
+    return denoise_colour(INPAINTERS[first](degraded, mask), sigma, second)

@@ -2,6 +2,7 @@
 Navier–Stokes (Bertalmio et al. 2001) when opencv-python-headless is installed."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -62,10 +63,14 @@ def _harmonic_fill(img: torch.Tensor, missing: np.ndarray) -> torch.Tensor:
         diagonal += inside
         q = np.where(inside, index[ny.clip(0, h - 1), nx.clip(0, w - 1)], -1)
         free = inside & (q >= 0)
-        rows.append(p[free]), cols.append(q[free]), data.append(-np.ones(int(free.sum())))
+        rows.append(p[free])
+        cols.append(q[free])
+        data.append(-np.ones(int(free.sum())))
         known = inside & (q < 0)
         np.add.at(rhs, p[known], values[:, ny[known] * w + nx[known]].T)
-    rows.append(p), cols.append(p), data.append(diagonal)
+    rows.append(p)
+    cols.append(p)
+    data.append(diagonal)
     a = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(len(p), len(p)))
     solved = np.asarray(spsolve(a.tocsc(), rhs)).reshape(len(p), 3)
     out = values.copy()
@@ -99,3 +104,11 @@ def opencv_inpaint(image: torch.Tensor, mask: torch.Tensor, method: str = "telea
         filled = cv2.inpaint(np.ascontiguousarray(img8), missing.astype(np.uint8), radius, flag)
         return torch.from_numpy(filled).permute(2, 0, 1).float() / 255
     return _inpaint_each(image, mask, fill)
+
+
+INPAINTERS = {  # by name: the inpainting baselines, alone and as the first half of the noisy pipelines
+    "biharmonic": biharmonic_inpaint,
+    "harmonic": harmonic_inpaint,
+    "telea": functools.partial(opencv_inpaint, method="telea"),
+    "ns": functools.partial(opencv_inpaint, method="ns"),
+}

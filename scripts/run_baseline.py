@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from classical import NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES, run_baseline
+from classical import BASELINES, NOISY_DEMOSAIC_BASELINES, NOISY_INPAINT_BASELINES, run_baseline
 from datasets.errors import HGMError
 from datasets.files import FolderLock, check_output_location, prepare_output
 from datasets.image_files import save_image
@@ -31,8 +31,7 @@ from scripts.cli import one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True,
-                   choices=["bilinear", "malvar", "menon", "biharmonic", "harmonic", "telea", "ns",
-                            *NOISY_DEMOSAIC_BASELINES, *NOISY_INPAINT_BASELINES],
+                   choices=[*BASELINES, *NOISY_DEMOSAIC_BASELINES, *NOISY_INPAINT_BASELINES],
                    help="demosaicking: bilinear, malvar, menon (Menon 2007); inpainting: biharmonic, harmonic, "
                         "telea, ns (OpenCV's Telea and Navier-Stokes: pip install opencv-python-headless); noisy "
                         "demosaicking: menon+nlm, menon+wavelet, menon+bm3d and the reverse orders; noisy "
