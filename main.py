@@ -63,19 +63,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# Set before torch is imported (main() does it first; a value already in the environment wins). Idle
-# OpenMP threads then sleep instead of spinning: PyTorch's OpenMP otherwise spins its threads at the
-# end of every parallel region, and with another process on the same cores (a training beside a
-# restoration) the spinning threads take the cores the other process's threads wait for, so both
-# collapse (15-40× slower on 2 cores, where sharing them should cost about 2×).
+# Set before torch is imported (main() does it first; a value already in the environment wins), and only
+# when other processes are running on the CPUs at start-up. PyTorch's OpenMP threads spin at the end of
+# every parallel region; on a machine of its own that is what makes the network fast (on 2 cores a compiled
+# 256×256 inpainting ran 1.6–2.3× slower with them sleeping instead), but with another process on the same
+# cores the spinning threads take the cores the other one's threads wait for, and both collapse (two
+# restorations side by side, 2 threads each on 2 cores: 4.9× slower each, where sharing costs 2×).
 THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+THREAD_POLICY = ""  # what configure_threads_environment chose, for the start-up line
 
 
-def configure_threads_environment() -> None:
-    """THREAD_ENVIRONMENT, where the environment does not set those variables already."""
+def others_running(samples: list[str] | None = None) -> bool:
+    """Whether other processes are running on the CPUs now: in at least 3 of 5 looks 10 ms apart at
+    /proc/loadavg, whose "running/total" field counts this process too (Linux; elsewhere False).
+    `samples`: those lines, for tests."""
+    import time
+    if samples is None:
+        samples = []
+        try:
+            for _ in range(5):
+                with open("/proc/loadavg", encoding="ascii") as f:
+                    samples.append(f.read())
+                time.sleep(0.01)
+        except OSError:
+            return False
+    busy = 0
+    for line in samples:
+        fields = line.split()
+        running = fields[3].split("/")[0] if len(fields) > 3 else ""
+        busy += running.isdigit() and int(running) > 1
+    return busy >= 3
+
+
+def configure_threads_environment() -> str:
+    """THREAD_ENVIRONMENT, where other processes are running (`others_running`) and the environment does
+    not set those variables already; returns which policy the OpenMP threads will follow, for the log."""
     import os
+    if "OMP_WAIT_POLICY" in os.environ:
+        return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (set in the environment)"
+    if not others_running():
+        return "spinning between parallel regions (no other process was running)"
     for key, value in THREAD_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    return "sleeping between parallel regions (OMP_WAIT_POLICY=PASSIVE: other processes were running)"
 
 
 def set_threads(n: int | None) -> None:
@@ -151,8 +181,9 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
     if not distributed.is_main():
         log.setLevel(logging.WARNING)
     import torch
-    log.info("runner %s (%s), config %s, doc %s, device %s, %d CPU thread(s)%s", name, kind, args.config, args.doc,
-             device, torch.get_num_threads(), f", comment: {args.comment}" if args.comment else "")
+    log.info("runner %s (%s), config %s, doc %s, device %s, %d CPU thread(s)%s%s", name, kind, args.config, args.doc,
+             device, torch.get_num_threads(), f", {THREAD_POLICY}" if device.type == "cpu" and THREAD_POLICY else "",
+             f", comment: {args.comment}" if args.comment else "")
     try:
         if kind == "train":
             from runners.train import TrainRunner
@@ -165,7 +196,8 @@ def run(args: argparse.Namespace, log: logging.Logger) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads_environment()
+    global THREAD_POLICY
+    THREAD_POLICY = configure_threads_environment()
     args = parse_args(argv)
     if args.quiet:  # runners.progress.bars_disabled() reads it; so does tqdm itself
         import os

@@ -227,6 +227,9 @@ class RestoreRunner:
                      f"(σ {float(hs[first]):.3g} → {float(hs[last]):.3g}) × {s.hole_steps_each()} steps")
         if s.hole_init is not None:
             holes += f", an image with such holes started from {s.hole_init} (the others from {s.init})"
+        if s.hole_scale > 1:
+            holes += (f", all of that at 1/{s.hole_scale} of the resolution, enlarged as the start of the main prior "
+                      f"from level {s.start_level} at full resolution")
         if s.hole_sigma_start is not None:
             holes += f"; a mask without such holes starts at level {s.start_level} ({plain} evaluations)"
         log.info("restoring %d image(s): task %s, transform %s (%d ch), prior step %d, levels %d..%d of %d "

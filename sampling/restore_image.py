@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.errors import HGMError
@@ -133,8 +134,12 @@ def check_hole_prior(settings: SamplerSettings, hole_prior: Prior | None) -> Non
 
 def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | None = None) -> int:
     """Network evaluations per image (or patch) of `restore_image` with these priors (noise-free start);
-    an error if the hole prior cannot be used with these settings."""
+    an error if the hole prior cannot be used with these settings. With hole_scale > 1 those of the
+    reduced image (each on 1/hole_scale² of the pixels) are counted as evaluations like the others."""
     check_hole_prior(settings, hole_prior)
+    if settings.hole_scale > 1:
+        return (evaluations(prior, dataclasses.replace(settings, hole_scale=1), hole_prior)
+                + whole_resolution(settings).evaluations(prior.sigmas))
     if hole_prior is None:
         return settings.evaluations(prior.sigmas)
     coarse, fine = settings.hole_stages(prior.sigmas)
@@ -146,13 +151,51 @@ def for_mask(settings: SamplerSettings, hole_prior: Prior | None,
     """The settings and hole prior for this mask: without holes farther than hole_distance from the
     measurement there is nothing to start early (no hole stage, no hole prior); with them the image
     starts from hole_init when one is set."""
-    if settings.hole_sigma_start is None and settings.hole_init is None:
+    if settings.hole_sigma_start is None and settings.hole_init is None and settings.hole_scale == 1:
         return settings, hole_prior
     if not has_holes(mask, settings.hole_distance):
-        return dataclasses.replace(settings, hole_sigma_start=None, hole_init=None), None
+        return dataclasses.replace(settings, hole_sigma_start=None, hole_init=None, hole_scale=1), None
     if settings.hole_init is not None:
         settings = dataclasses.replace(settings, init=settings.hole_init, hole_init=None)
     return settings, hole_prior
+
+
+def reduced(y: torch.Tensor, mask: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The measurement and mask at 1/scale of the resolution: a pixel of the reduced image is measured
+    (per channel) where all of its scale×scale pixels are, with their mean as its value (partial blocks
+    at an edge average the pixels they have)."""
+    small_mask = -F.max_pool2d(-mask, scale, ceil_mode=True)
+    return F.avg_pool2d(y * mask, scale, ceil_mode=True) * small_mask, small_mask
+
+
+def whole_resolution(settings: SamplerSettings) -> SamplerSettings:
+    """The settings of the run at the image's own resolution after a reduced one (hole_scale): the main
+    prior alone from the start level, begun at the enlarged result."""
+    return dataclasses.replace(settings, hole_scale=1, hole_sigma_start=None, hole_init=None)
+
+
+def reduced_start(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
+                  progress: tqdm | None, stats: dict, noise_sigma: float | torch.Tensor,
+                  hole_prior: Prior | None) -> torch.Tensor | None:
+    """hole_scale: the image restored at 1/hole_scale of its resolution with these settings (its holes
+    by the hole prior), enlarged (bilinear) into the unmeasured pixels, as the start of the run at full
+    resolution. At a lower resolution the hole is smaller next to what the network sees, so the structure
+    around it reaches farther in. None (no reduced run) for an image too small to reduce, or whose
+    reduced image would have no measured pixel."""
+    scale = settings.hole_scale
+    h, w = y.shape[-2:]
+    small_y, small_mask = reduced(y, mask, scale)
+    if not small_mask.any():
+        return None
+    if not settings.patch_size:
+        try:
+            check_size(prior.transform, *small_y.shape[-2:], prior.size_multiple)
+        except HGMError:
+            return None
+    small = restore_image(prior, small_y, small_mask, dataclasses.replace(settings, hole_scale=1),
+                          progress=progress, stats=stats, noise_sigma=noise_sigma / scale, hole_prior=hole_prior)
+    big = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(mask > 0.5, y, big)
 
 
 def final_image(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
@@ -175,7 +218,7 @@ def mean_of_samples(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings:
     start is computed once; the callback sees each sample's steps in turn. `stats`: the evaluations of
     all samples, and the largest out-of-range fraction of any."""
     one = dataclasses.replace(settings, n_samples=1)
-    if init is None and one.init in CLASSICAL_INITS:
+    if init is None and one.init in CLASSICAL_INITS and one.hole_scale == 1:  # a reduced start is sampled each time
         init = initial_image(one.init, y, mask)
     total, nfe, strays = torch.zeros_like(y), 0, 0.0
     for _ in range(settings.n_samples):
@@ -218,7 +261,9 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     level as without the option. `hole_prior`: those first levels are sampled with this
     prior instead (one trained for large noise; `SamplerSettings.hole_stages`), its result the start
     of `prior`'s levels. `settings.hole_init`: the classical start of an image with such holes (`for_mask`).
-    `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s.
+    `settings.hole_scale` > 1: an image with such holes is restored at 1/hole_scale of its resolution first
+    (`reduced_start`), and the main prior alone restores it from the start level, begun there.
+    `init`: the initial estimate (1×3×H×W) instead of `settings.init`'s (not with hole_scale > 1).
     `settings.n_samples` > 1: the mean of that many restorations (`mean_of_samples`).
     """
     settings = settings.for_noise(noise_sigma)
@@ -227,6 +272,16 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
     if settings.n_samples > 1:
         return mean_of_samples(prior, y, mask, settings, earlier, progress, callback, stats, noise_sigma,
                                hole_prior, init)
+    if settings.hole_scale > 1:
+        first: dict = {}
+        start = reduced_start(prior, y, mask, settings, progress, first, noise_sigma, hole_prior)
+        if start is not None:
+            out = restore_image(prior, y, mask, whole_resolution(settings), earlier, progress, callback, stats,
+                                noise_sigma, init=start)
+            if stats is not None:
+                stats["nfe"] += first["nfe"]
+            return out
+        settings = dataclasses.replace(settings, hole_scale=1)
     if hole_prior is not None:
         coarse, fine = settings.hole_stages(prior.sigmas)
         first: dict = {}

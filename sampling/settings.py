@@ -50,6 +50,7 @@ class SamplerSettings:
     hole_distance: int = 4
     hole_n_steps_each: int | None = None
     hole_init: str | None = None
+    hole_scale: int = 1
     noise_start_ratio: float | None = None
     noise_step_total: float | None = None
     n_samples: int = 1
@@ -81,6 +82,7 @@ class SamplerSettings:
             (self.hole_sigma_start is None or self.hole_sigma_start > 0,
              f"test.hole_sigma_start={self.hole_sigma_start} (must be > 0, or null)"),
             (self.hole_distance >= 1, f"test.hole_distance={self.hole_distance} (must be >= 1)"),
+            (self.hole_scale >= 1, f"test.hole_scale={self.hole_scale} (must be >= 1; 1: off)"),
             (self.hole_n_steps_each is None or self.hole_n_steps_each >= 1,
              f"test.hole_n_steps_each={self.hole_n_steps_each} (must be >= 1, or null: n_steps_each)"),
             (self.noise_start_ratio is None or self.noise_start_ratio > 0,

@@ -186,7 +186,7 @@ def test_demosaic_preset_from_another_folder_on_small_images(tmp_path):
 def test_inpaint_preset_with_a_mask_file(tmp_path):
     data = smooth_images(str(tmp_path / "imgs"), [(40, 56)])
     mask = np.full((40, 56), 255, np.uint8)
-    mask[12:28, 20:36] = 0
+    mask[10:30, 18:38] = 0  # a hole with pixels farther than 4 px from the measurement, at half size too
     Image.fromarray(mask).save(tmp_path / "hole.png")
     out = str(tmp_path / "out")
     rc, _, err = run_main_process("--runner", "restore", "--config", "inpaint.yml", "--test", "-o", out,
@@ -199,6 +199,7 @@ def test_inpaint_preset_with_a_mask_file(tmp_path):
     known = torch.from_numpy(mask > 0)
     assert torch.equal(x[known], gt[known])  # measured pixels exactly as measured
     assert float(read_rows(out)[0]["psnr"]) > 25
+    assert int(read_rows(out)[0]["nfe"]) == 3 * 20 + 51 + 51  # at half size: hole prior, main prior; then full size
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=os.path.basename)

@@ -350,6 +350,66 @@ def test_an_image_with_holes_starts_from_hole_init_and_one_without_from_init():
     assert torch.equal(run(scattered, hole_init="harmonic")[0], run(scattered)[0])
 
 
+def test_the_reduced_measurement_keeps_only_blocks_measured_whole():
+    """A pixel of the half-resolution measurement is measured where all four of its pixels are (per
+    channel), at their mean; an odd edge averages the pixels its block has."""
+    from sampling.restore_image import reduced
+    y = torch.arange(75, dtype=torch.float32).reshape(1, 3, 5, 5) / 75
+    mask = torch.ones(1, 3, 5, 5)
+    mask[0, 0, 0, 0] = 0  # one missing sample: the red of block (0, 0) is unmeasured, its green is not
+    small_y, small_mask = reduced(y * mask, mask, 2)
+    assert small_y.shape == small_mask.shape == (1, 3, 3, 3)
+    assert small_mask[0, 0, 0, 0] == 0 and small_y[0, 0, 0, 0] == 0
+    assert small_mask[0, 1].all() and small_mask.sum() == 26
+    assert torch.allclose(small_y[0, 1, 0, 0], y[0, 1, :2, :2].mean())
+    assert torch.allclose(small_y[0, 2, 2, 1], y[0, 2, 4, 2:4].mean())  # the bottom edge: two pixels
+    assert torch.allclose(small_y[0, 2, 2, 2], y[0, 2, 4, 4])
+
+
+def test_an_image_with_holes_is_restored_at_half_resolution_first():
+    """hole_scale 2: the hole prior and the main prior restore the image at half size first (the
+    preset's stages), then the main prior alone from the start level at full size, begun at that
+    result enlarged; the measured pixels stay exact and the evaluations counted are those run. A mask
+    without holes, an image too small to halve and one whose halved form has no measured pixel run as
+    without the option."""
+    h, w = 32, 32
+    gt = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(10))
+    hole = FakePrior(make_transform("identity"), sigmas=(1.0, 0.5, 0.2, 0.1, 0.05))
+    main = FakePrior(make_transform("identity"), sigmas=(0.1, 0.05))
+    calls = []
+    hole._score = lambda x, lab: calls.append(("hole", x.shape[-1], int(lab[0]))) or (0.3 - x)
+    main._score = lambda x, lab: calls.append(("main", x.shape[-1], int(lab[0]))) or (0.3 - x)
+    settings = replace(SETTINGS, init="biharmonic", hole_init="harmonic", step_lr=None, step_scale=0.4,
+                       sigma_start=0.1, hole_sigma_start=1.0, n_steps_each=1, hole_n_steps_each=2, hole_scale=2)
+    mask = box_mask(h, w, 20)[None]  # halved, a 10×10 hole: its middle is 5 px from the measurement
+    stats = {}
+    torch.manual_seed(0)
+    out = restore_image(main, gt * mask, mask, settings, stats=stats, hole_prior=hole)
+    half = [("hole", 16, i) for i in (0, 0, 1, 1, 2, 2)] + [("main", 16, i) for i in (0, 1, 1)]
+    assert calls == half + [("main", 32, i) for i in (0, 1, 1)]
+    from sampling.restore_image import evaluations
+    assert stats["nfe"] == evaluations(main, settings, hole) == len(calls)
+    assert torch.equal(out[mask > 0.5], gt[mask > 0.5])
+    assert not torch.equal(out, restore_image(main, gt * mask, mask, replace(settings, hole_scale=1),
+                                              hole_prior=hole))
+    scattered = random_mask(h, w, 0.5, torch.Generator().manual_seed(8))[None]
+    torch.manual_seed(1)
+    with_option = restore_image(main, gt * scattered, scattered, settings, hole_prior=hole)
+    torch.manual_seed(1)
+    assert torch.equal(with_option, restore_image(main, gt * scattered, scattered, replace(settings, hole_scale=1),
+                                                  hole_prior=hole))
+    calls.clear()
+    small = box_mask(6, 6, 4)[None]  # a hole at hole_distance 1; halved, every pixel touches it
+    restore_image(main, gt[..., :6, :6] * small, small, replace(settings, hole_distance=1), hole_prior=hole)
+    assert {(name, size) for name, size, _ in calls} == {("hole", 6), ("main", 6)}
+    calls.clear()
+    lifted = FakePrior(make_transform("pixel_scale"), sigmas=(0.1, 0.05))  # takes images of 8×8 and more
+    lifted._score = lambda x, lab: calls.append(("main", x.shape[-1] * 2, int(lab[0]))) or (0.3 - x)
+    small = box_mask(8, 8, 4)[None]  # halved, 4×4 with a measured ring: too small for this network
+    restore_image(lifted, gt[..., :8, :8] * small, small, replace(settings, hole_distance=1, hole_sigma_start=None))
+    assert {size for _, size, _ in calls} == {8}
+
+
 def test_a_mask_without_holes_skips_the_coarse_to_fine_start():
     """A random mask leaves no pixel farther than 4 px from a measured one: with or without a hole
     prior, the run is the plain run from the start level (the same evaluations and result)."""
@@ -437,6 +497,7 @@ def test_start_level_out_of_range_is_an_error():
                                           ({"hole_distance": 0}, "test.hole_distance"),
                                           ({"hole_n_steps_each": 0}, "test.hole_n_steps_each"),
                                           ({"hole_init": "zeros"}, "test.hole_init"),
+                                          ({"hole_scale": 0}, "test.hole_scale"),
                                           ({"noise_start_ratio": 0.0}, "test.noise_start_ratio"),
                                           ({"n_samples": 0}, "test.n_samples"),
                                           ({"noise_step_total": 0.0}, "test.noise_step_total"),
