@@ -139,11 +139,18 @@ def evaluations(prior: Prior, settings: SamplerSettings, hole_prior: Prior | Non
     check_hole_prior(settings, hole_prior)
     if settings.hole_scale > 1:
         return (evaluations(prior, dataclasses.replace(settings, hole_scale=1), hole_prior)
-                + whole_resolution(settings).evaluations(prior.sigmas))
+                + without_holes(settings).evaluations(prior.sigmas))
     if hole_prior is None:
         return settings.evaluations(prior.sigmas)
     coarse, fine = settings.hole_stages(prior.sigmas)
     return coarse.evaluations(hole_prior.sigmas) + fine.evaluations(prior.sigmas)
+
+
+def without_holes(settings: SamplerSettings) -> SamplerSettings:
+    """These settings with nothing done for holes (no hole stage, hole start or reduced run): those of a
+    mask without holes, and of the full-resolution run after a reduced one (the main prior alone from the
+    start level)."""
+    return dataclasses.replace(settings, hole_sigma_start=None, hole_init=None, hole_scale=1)
 
 
 def for_mask(settings: SamplerSettings, hole_prior: Prior | None,
@@ -154,7 +161,7 @@ def for_mask(settings: SamplerSettings, hole_prior: Prior | None,
     if settings.hole_sigma_start is None and settings.hole_init is None and settings.hole_scale == 1:
         return settings, hole_prior
     if not has_holes(mask, settings.hole_distance):
-        return dataclasses.replace(settings, hole_sigma_start=None, hole_init=None, hole_scale=1), None
+        return without_holes(settings), None
     if settings.hole_init is not None:
         settings = dataclasses.replace(settings, init=settings.hole_init, hole_init=None)
     return settings, hole_prior
@@ -166,12 +173,6 @@ def reduced(y: torch.Tensor, mask: torch.Tensor, scale: int) -> tuple[torch.Tens
     at an edge average the pixels they have)."""
     small_mask = -F.max_pool2d(-mask, scale, ceil_mode=True)
     return F.avg_pool2d(y * mask, scale, ceil_mode=True) * small_mask, small_mask
-
-
-def whole_resolution(settings: SamplerSettings) -> SamplerSettings:
-    """The settings of the run at the image's own resolution after a reduced one (hole_scale): the main
-    prior alone from the start level, begun at the enlarged result."""
-    return dataclasses.replace(settings, hole_scale=1, hole_sigma_start=None, hole_init=None)
 
 
 def reduced_start(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: SamplerSettings,
@@ -273,13 +274,13 @@ def restore_image(prior: Prior, y: torch.Tensor, mask: torch.Tensor, settings: S
         return mean_of_samples(prior, y, mask, settings, earlier, progress, callback, stats, noise_sigma,
                                hole_prior, init)
     if settings.hole_scale > 1:
-        first: dict = {}
-        start = reduced_start(prior, y, mask, settings, progress, first, noise_sigma, hole_prior)
+        reduced_stats: dict = {}
+        start = reduced_start(prior, y, mask, settings, progress, reduced_stats, noise_sigma, hole_prior)
         if start is not None:
-            out = restore_image(prior, y, mask, whole_resolution(settings), earlier, progress, callback, stats,
+            out = restore_image(prior, y, mask, without_holes(settings), earlier, progress, callback, stats,
                                 noise_sigma, init=start)
             if stats is not None:
-                stats["nfe"] += first["nfe"]
+                stats["nfe"] += reduced_stats["nfe"]
             return out
         settings = dataclasses.replace(settings, hole_scale=1)
     if hole_prior is not None:
